@@ -1,0 +1,65 @@
+package transport
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Params are a transport's parameters as strings, as carried in an invite
+// line and in the gateway config. Each transport validates its own.
+type Params map[string]string
+
+// Factory builds a Transport from its parameters.
+type Factory func(p Params) (Transport, error)
+
+// Registry maps transport names to factories. The zero value is empty and
+// ready to use; a Registry is safe for concurrent use.
+type Registry struct {
+	mu sync.RWMutex
+	m  map[string]Factory
+}
+
+// Register adds a factory under name. It panics if name is empty or already
+// registered: that is a programmer error at start-up.
+func (r *Registry) Register(name string, f Factory) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if name == "" || f == nil {
+		panic("transport: Register with empty name or nil factory")
+	}
+	if r.m == nil {
+		r.m = make(map[string]Factory)
+	}
+	if _, dup := r.m[name]; dup {
+		panic("transport: duplicate registration of " + name)
+	}
+	r.m[name] = f
+}
+
+// New builds the transport registered under name.
+func (r *Registry) New(name string, p Params) (Transport, error) {
+	r.mu.RLock()
+	f, ok := r.m[name]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknown, name)
+	}
+	t, err := f(p)
+	if err != nil {
+		return nil, fmt.Errorf("transport %s: %w", name, err)
+	}
+	return t, nil
+}
+
+// Names lists the registered names in sorted order.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.m))
+	for n := range r.m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,59 @@
+# CommuCat build, run and test targets. `make help` lists them.
+
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+FUZZTIME  ?= 15s
+BENCHTIME ?= 1s
+STATICCHECK_VERSION := v0.8.2
+# Under CI=true, tests that need root, TUN, a server or a built binary fail
+# instead of skipping when their prerequisite is missing.
+ifeq ($(CI),true)
+export COMMUCAT_REQUIRE_ALL := 1
+endif
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/commucat
+	$(GO) build -trimpath -o $(BIN)/commucat ./cmd/commucat
+
+.PHONY: run
+run: build ## build and run the gateway on its embedded defaults
+	./$(BIN)/commucat gateway
+
+.PHONY: test
+test: build ## install what the tests need, then run the whole test suite
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 12m $(PKGS)
+
+.PHONY: race
+race: ## run the test suite with the race detector
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+.PHONY: bench
+bench: ## run every benchmark (results go to docs/BENCHMARKS.md by hand)
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for fz in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$fz"; \
+	    $(GO) test -run='^$$' -fuzz="^$$fz$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf $(BIN)

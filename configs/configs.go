@@ -1,0 +1,281 @@
+// Package configs holds CommuCat's configuration: the Gateway struct, its
+// embedded defaults (gateway.yaml) and a strict decoder whose errors name
+// the field at fault.
+package configs
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+//go:embed gateway.yaml
+var defaultGateway []byte
+
+// DefaultGatewayYAML returns the embedded default configuration file.
+func DefaultGatewayYAML() []byte { return bytes.Clone(defaultGateway) }
+
+// Gateway is the gateway's configuration.
+type Gateway struct {
+	Listen       []Listen     `yaml:"listen"`
+	Inbox        Inbox        `yaml:"inbox"`
+	Registration Registration `yaml:"registration"`
+	Handshake    Handshake    `yaml:"handshake"`
+	Session      Session      `yaml:"session"`
+	Log          Log          `yaml:"log"`
+}
+
+// Listen is one endpoint the gateway serves.
+type Listen struct {
+	Transport string            `yaml:"transport"`
+	Address   string            `yaml:"address"`
+	Public    string            `yaml:"public"`
+	Params    map[string]string `yaml:"params"`
+}
+
+// Inbox configures the store-and-forward inbox.
+type Inbox struct {
+	TTL   Duration `yaml:"ttl"`
+	Quota int      `yaml:"quota"`
+}
+
+// Registration configures registration codes.
+type Registration struct {
+	CodeTTL Duration `yaml:"code_ttl"`
+}
+
+// Handshake configures handshake limits.
+type Handshake struct {
+	Timeout  Duration `yaml:"timeout"`
+	MaxSkew  Duration `yaml:"max_skew"`
+	Rate     float64  `yaml:"rate"`
+	Burst    int      `yaml:"burst"`
+	MaxConns int      `yaml:"max_conns"`
+}
+
+// Session configures sessions.
+type Session struct {
+	KeepAlive   Duration `yaml:"keepalive"`
+	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration written in Go syntax in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses "90s", "15m" and the like.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("want a duration such as 30s")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration such as 30s, got %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration in Go syntax.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// FieldError names the configuration field at fault.
+type FieldError struct {
+	Field string // path such as "listen[0].address"
+	Line  int    // line in the file, or 0
+	Err   error
+}
+
+func (e *FieldError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("config: %s (line %d): %v", e.Field, e.Line, e.Err)
+	}
+	return fmt.Sprintf("config: %s: %v", e.Field, e.Err)
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// LoadGateway reads the gateway configuration: the embedded defaults, then
+// the file at path (if path is not empty) over them. Unknown fields are
+// errors.
+func LoadGateway(path string) (*Gateway, error) {
+	var c Gateway
+	if err := decodeStrict(defaultGateway, &c); err != nil {
+		return nil, fmt.Errorf("config: embedded defaults: %w", err)
+	}
+	if path == "" {
+		return &c, c.Validate()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseGateway(b)
+}
+
+// ParseGateway decodes a gateway configuration file over the defaults.
+func ParseGateway(b []byte) (*Gateway, error) {
+	var c Gateway
+	if err := decodeStrict(defaultGateway, &c); err != nil {
+		return nil, fmt.Errorf("config: embedded defaults: %w", err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(root.Content) > 0 {
+		// A list given in the file replaces the default list entirely:
+		// the decoder makes a new slice for every sequence.
+		if err := checkFields(root.Content[0], "", reflectFields()); err != nil {
+			return nil, err
+		}
+		if err := decodeStrict(b, &c); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	return &c, c.Validate()
+}
+
+func decodeStrict(b []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// schema lists the known keys at each level, so unknown keys are reported
+// with their full path rather than the decoder's Go type names.
+type schema map[string]schema
+
+func reflectFields() schema {
+	listen := schema{"transport": nil, "address": nil, "public": nil, "params": {"*": nil}}
+	return schema{
+		"listen":       {"[]": listen},
+		"inbox":        {"ttl": nil, "quota": nil},
+		"registration": {"code_ttl": nil},
+		"handshake":    {"timeout": nil, "max_skew": nil, "rate": nil, "burst": nil, "max_conns": nil},
+		"session":      {"keepalive": nil, "idle_timeout": nil},
+		"log":          {"level": nil, "format": nil},
+	}
+}
+
+func checkFields(n *yaml.Node, path string, s schema) error {
+	if s == nil {
+		return nil
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		if _, any := s["*"]; any {
+			return nil
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			sub, ok := s[k]
+			if !ok {
+				return &FieldError{Field: p, Line: n.Content[i].Line, Err: errors.New("unknown field")}
+			}
+			if err := checkFields(n.Content[i+1], p, sub); err != nil {
+				return err
+			}
+		}
+	case yaml.SequenceNode:
+		if item, ok := s["[]"]; ok {
+			for i, c := range n.Content {
+				if err := checkFields(c, fmt.Sprintf("%s[%d]", path, i), item); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Validate checks every field and names the first one at fault.
+func (c *Gateway) Validate() error {
+	if len(c.Listen) == 0 {
+		return &FieldError{Field: "listen", Err: errors.New("at least one endpoint is needed")}
+	}
+	for i, l := range c.Listen {
+		p := fmt.Sprintf("listen[%d]", i)
+		if l.Transport == "" {
+			return &FieldError{Field: p + ".transport", Err: errors.New("empty")}
+		}
+		if _, _, err := net.SplitHostPort(l.Address); err != nil {
+			return &FieldError{Field: p + ".address", Err: fmt.Errorf("want host:port, got %q", l.Address)}
+		}
+		if l.Public != "" {
+			if _, _, err := net.SplitHostPort(l.Public); err != nil {
+				return &FieldError{Field: p + ".public", Err: fmt.Errorf("want host:port, got %q", l.Public)}
+			}
+		}
+	}
+	pos := []struct {
+		field string
+		v     time.Duration
+	}{
+		{"inbox.ttl", c.Inbox.TTL.D()},
+		{"registration.code_ttl", c.Registration.CodeTTL.D()},
+		{"handshake.timeout", c.Handshake.Timeout.D()},
+		{"handshake.max_skew", c.Handshake.MaxSkew.D()},
+		{"session.keepalive", c.Session.KeepAlive.D()},
+		{"session.idle_timeout", c.Session.IdleTimeout.D()},
+	}
+	for _, d := range pos {
+		if d.v <= 0 {
+			return &FieldError{Field: d.field, Err: errors.New("must be positive")}
+		}
+	}
+	if c.Session.IdleTimeout.D() <= c.Session.KeepAlive.D() {
+		return &FieldError{Field: "session.idle_timeout", Err: errors.New("must be longer than session.keepalive")}
+	}
+	ints := []struct {
+		field string
+		v     int
+	}{
+		{"inbox.quota", c.Inbox.Quota},
+		{"handshake.burst", c.Handshake.Burst},
+		{"handshake.max_conns", c.Handshake.MaxConns},
+	}
+	for _, n := range ints {
+		if n.v <= 0 {
+			return &FieldError{Field: n.field, Err: errors.New("must be positive")}
+		}
+	}
+	if c.Handshake.Rate <= 0 {
+		return &FieldError{Field: "handshake.rate", Err: errors.New("must be positive")}
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		return &FieldError{Field: "log.level", Err: fmt.Errorf("want debug, info, warn or error, got %q", c.Log.Level)}
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return &FieldError{Field: "log.format", Err: fmt.Errorf("want text or json, got %q", c.Log.Format)}
+	}
+	return nil
+}

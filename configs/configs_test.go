@@ -1,0 +1,81 @@
+package configs
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsValid(t *testing.T) {
+	c, err := LoadGateway("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Listen) != 1 || c.Listen[0].Transport != "tcp" || !strings.HasPrefix(c.Listen[0].Address, "127.0.0.1:") {
+		t.Fatalf("default listen = %+v, want tcp on loopback", c.Listen)
+	}
+	if c.Inbox.TTL.D() != 168*time.Hour || c.Inbox.Quota != 1000 {
+		t.Fatalf("default inbox = %+v", c.Inbox)
+	}
+}
+
+func TestOverride(t *testing.T) {
+	c, err := ParseGateway([]byte("inbox:\n  quota: 5\nlisten:\n  - transport: tcp\n    address: 127.0.0.1:0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Inbox.Quota != 5 || c.Inbox.TTL.D() != 168*time.Hour {
+		t.Fatalf("inbox = %+v, want quota 5 and the default ttl", c.Inbox)
+	}
+	if len(c.Listen) != 1 || c.Listen[0].Address != "127.0.0.1:0" {
+		t.Fatalf("listen = %+v", c.Listen)
+	}
+	c, err = ParseGateway([]byte("log:\n  format: json\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Listen) != 1 || c.Listen[0].Address != "127.0.0.1:7443" {
+		t.Fatalf("listen without override = %+v, want the default", c.Listen)
+	}
+}
+
+func TestFieldErrors(t *testing.T) {
+	tests := []struct {
+		name, yaml, field string
+	}{
+		{"unknown top", "inbx:\n  ttl: 1h\n", "inbx"},
+		{"unknown nested", "inbox:\n  tll: 1h\n", "inbox.tll"},
+		{"unknown in list", "listen:\n  - transport: tcp\n    adress: x\n", "listen[0].adress"},
+		{"bad address", "listen:\n  - transport: tcp\n    address: nope\n", "listen[0].address"},
+		{"empty transport", "listen:\n  - address: 127.0.0.1:1\n", "listen[0].transport"},
+		{"negative quota", "inbox:\n  quota: -1\n", "inbox.quota"},
+		{"zero ttl", "inbox:\n  ttl: 0s\n", "inbox.ttl"},
+		{"level", "log:\n  level: loud\n", "log.level"},
+		{"idle", "session:\n  keepalive: 1m\n  idle_timeout: 30s\n", "session.idle_timeout"},
+		{"no listen", "listen: []\n", "listen"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseGateway([]byte(tc.yaml))
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Fatalf("error = %v, want a FieldError for %s", err, tc.field)
+			}
+		})
+	}
+	if _, err := ParseGateway([]byte("inbox:\n  ttl: soon\n")); err == nil || !strings.Contains(err.Error(), "duration") {
+		t.Fatalf("bad duration error = %v", err)
+	}
+}
+
+func FuzzParseGateway(f *testing.F) {
+	f.Add(DefaultGatewayYAML())
+	f.Add([]byte("listen:\n  - transport: tcp\n    address: 127.0.0.1:0\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseGateway(b)
+		if err == nil && c.Validate() != nil {
+			t.Fatal("ParseGateway returned an invalid config without error")
+		}
+	})
+}

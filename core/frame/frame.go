@@ -3,7 +3,9 @@
 // signalling, media, stream data, probe reports, FEC parity).
 //
 // Wire format of one frame (all integers are unsigned; "varint" is the
-// LEB128 encoding of encoding/binary.AppendUvarint, at most 10 bytes):
+// unsigned LEB128 encoding of encoding/binary.AppendUvarint, at most 10
+// bytes, and must be minimal: a decoder rejects a varint with a redundant
+// trailing zero group, so every frame has exactly one encoding):
 //
 //	+---------+--------+--------+----------------+--------------+-----------------+-----------+
 //	| version | type   | flags  | stream (varint)| seq (varint) | length (varint) | payload   |
@@ -12,7 +14,21 @@
 //
 // version is 1 for CCP-1. Every type has its own maximum payload length
 // (MaxPayload), checked before anything is allocated; a decoder rejects an
-// unknown version or type with a clear error and never panics.
+// unknown version or type with a clear error and never panics. Decode
+// rejects a bad version or type as soon as that byte has arrived, so a
+// stream of garbage is refused after one or two bytes.
+//
+// flags holds FlagUrgent (bit 0), FlagFin (bit 1) and FlagAckRequested
+// (bit 2); bits 3 to 7 are reserved: senders set them to zero, receivers
+// keep them in Frame.Flags and otherwise ignore them.
+//
+// The control payloads (Ack, Ping and Pong, Error, Close) have their own
+// codecs in this package: AckPayload, PingPayload, ErrorPayload and
+// ClosePayload, each documented with its byte layout. The other payloads
+// belong to the layers that consume them. docs/protocol-frames.md mirrors
+// this description.
+//
+// Changelog: CCP-1 (version 1) is the first version.
 //
 // Frames are values; the package keeps no state and is safe for concurrent
 // use.

@@ -30,6 +30,7 @@ type TooLargeError struct {
 	Max  int
 }
 
+// Error reads "frame: <type> too long (<len> > <max>)".
 func (e *TooLargeError) Error() string {
 	return fmt.Sprintf("frame: %s too long (%d > %d)", e.Type, e.Len, e.Max)
 }

@@ -389,3 +389,35 @@ func TestDecodeAliasesPayload(t *testing.T) {
 		t.Errorf("payload capacity %d exceeds its length %d: an append would overwrite the next frame", cap(f.Payload), len(f.Payload))
 	}
 }
+
+// TestDocVectors pins the examples in docs/protocol-frames.md.
+func TestDocVectors(t *testing.T) {
+	var id [16]byte
+	for i := range id {
+		id[i] = byte(0xa0 + i)
+	}
+	tests := []struct {
+		name string
+		f    Frame
+		want string
+	}{
+		{"message", Frame{Type: Message, Flags: FlagAckRequested, Seq: 300, Payload: []byte("hi")},
+			"01 01 04 00 ac 02 02 68 69"},
+		{"ack", Frame{Type: Ack, Seq: 301, Payload: AckPayload{Kind: AckStored, IDs: [][16]byte{id}}.Append(nil)},
+			"01 02 00 00 ad 02 12 01 01 a0 a1 a2 a3 a4 a5 a6 a7 a8 a9 aa ab ac ad ae af"},
+		{"ping", Frame{Type: Ping, Seq: 5, Payload: PingPayload{ID: 1, SentUnixNano: 1_700_000_000_000_000_000}.Append(nil)},
+			"01 03 00 00 05 10 00 00 00 00 00 00 00 01 17 97 9c fe 36 2a 00 00"},
+		{"error", Frame{Type: Error, Seq: 7, Payload: ErrorPayload{Code: ProblemUnknownRecipient, Ref: id[:], Detail: "no such user"}.Append(nil)},
+			"01 07 00 00 07 1e 03 10 a0 a1 a2 a3 a4 a5 a6 a7 a8 a9 aa ab ac ad ae af 6e 6f 20 73 75 63 68 20 75 73 65 72"},
+		{"close", Frame{Type: Close, Seq: 8, Payload: ClosePayload{Code: 300, Reason: "bye"}.Append(nil)},
+			"01 06 00 00 08 05 ac 02 62 79 65"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := mustAppend(t, tt.f)
+			if got := fmt.Sprintf("% x", b); got != tt.want {
+				t.Errorf("encoding:\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}

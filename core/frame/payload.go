@@ -21,6 +21,7 @@ type PayloadError struct {
 	Reason string
 }
 
+// Error reads "frame: bad <type> payload: <reason>".
 func (e *PayloadError) Error() string {
 	return "frame: bad " + e.Type.String() + " payload: " + e.Reason
 }
@@ -146,10 +147,12 @@ const PingLen = 16
 // carries the same bytes, so the sender can match it and measure the
 // round-trip time.
 //
-//	+------------------------+--------------------------------+
-//	| id (uint64, big endian)| sent (int64 ns since the epoch, |
-//	| 8 bytes                | big endian), 8 bytes           |
-//	+------------------------+--------------------------------+
+//	+--------------------+---------------------------------+
+//	| id                 | sent                            |
+//	| uint64, big endian | int64, big endian: nanoseconds  |
+//	|                    | since the Unix epoch (sender's) |
+//	| 8 bytes            | 8 bytes                         |
+//	+--------------------+---------------------------------+
 //
 // The payload is exactly 16 bytes.
 type PingPayload struct {

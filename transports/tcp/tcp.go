@@ -115,7 +115,8 @@ var pastDeadline = time.Unix(1, 0)
 // ctx ends, one wrapping ctx.Err() (and transport.ErrTimeout for a
 // deadline). Concurrent calls are served one at a time. A failed accept of
 // one connection (the peer reset it while it waited in the backlog) is
-// skipped, not returned.
+// skipped, not returned; other accept errors, such as running out of file
+// descriptors, are returned wrapped and leave the listener usable.
 func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 	select {
 	case <-l.done:

@@ -290,8 +290,8 @@ func decodeCertificate(b []byte) (c *Certificate, body, sig []byte, err error) {
 	if err := checkUser(c.User); err != nil {
 		return nil, nil, nil, err
 	}
-	if na < nb {
-		return nil, nil, nil, certErr(CertMalformed, "not after is before not before")
+	if c.NotBefore.IsZero() || c.NotAfter.IsZero() || na < nb {
+		return nil, nil, nil, certErr(CertMalformed, "bad validity period")
 	}
 	body = b[:certFixed+n]
 	return c, body, b[certFixed+n:], nil

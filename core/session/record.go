@@ -124,6 +124,9 @@ type Sealer struct {
 	err   error // why aead is nil
 	seq   uint64
 	epoch uint8
+	// nonce lives here, not on the stack, where it would escape to the
+	// heap through the cipher.AEAD call on every record.
+	nonce [chacha20poly1305.NonceSize]byte
 
 	rekeys       uint64
 	epochRecords uint64
@@ -187,9 +190,8 @@ func (s *Sealer) Seal(dst, plaintext []byte) ([]byte, uint64, error) {
 	dst = dst[:start+HeaderSize]
 	hdr := dst[start:]
 	putHeader(hdr, n-lengthSize, s.epoch, seq)
-	var nonce [chacha20poly1305.NonceSize]byte
-	binary.BigEndian.PutUint64(nonce[4:], seq)
-	dst = s.aead.Seal(dst, nonce[:], plaintext, hdr)
+	binary.BigEndian.PutUint64(s.nonce[4:], seq)
+	dst = s.aead.Seal(dst, s.nonce[:], plaintext, hdr)
 	s.seq++
 	s.epochRecords++
 	return dst, seq, nil
@@ -250,6 +252,7 @@ type Opener struct {
 	// is held: every record of epoch prev has a smaller one.
 	boundary uint64
 	rekeys   uint64
+	nonce    [chacha20poly1305.NonceSize]byte // see Sealer.nonce
 	window   window
 }
 
@@ -310,9 +313,8 @@ func (o *Opener) Open(dst, record []byte) ([]byte, uint64, error) {
 	if a == nil {
 		return dst, 0, fmt.Errorf("%w: epoch %d not held (current %d)", ErrAuth, epoch, o.epoch)
 	}
-	var nonce [chacha20poly1305.NonceSize]byte
-	binary.BigEndian.PutUint64(nonce[4:], seq)
-	out, err := a.Open(dst, nonce[:], record[HeaderSize:], record[:HeaderSize])
+	binary.BigEndian.PutUint64(o.nonce[4:], seq)
+	out, err := a.Open(dst, o.nonce[:], record[HeaderSize:], record[:HeaderSize])
 	if err != nil {
 		return dst, 0, ErrAuth
 	}

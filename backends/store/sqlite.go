@@ -413,7 +413,7 @@ func (s *SQLite) Enqueue(ctx context.Context, m Message, quota int) (dup bool, e
 			return nil
 		}
 		if quota > 0 {
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM inbox WHERE to_user = ? AND expires_ms > ?`, m.To, ms(m.Stored)).Scan(&n); err != nil {
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM inbox WHERE to_user = ? AND delivered = 0 AND expires_ms > ?`, m.To, ms(m.Stored)).Scan(&n); err != nil {
 				return err
 			}
 			if n >= quota {
@@ -447,7 +447,7 @@ func (s *SQLite) Pending(ctx context.Context, userID int64, now time.Time, limit
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT i.id, i.from_user, u.name, i.body, i.sent_ms, i.stored_ms, i.expires_ms
 		FROM inbox i JOIN users u ON u.id = i.from_user
-		WHERE i.to_user = ? AND i.expires_ms > ? ORDER BY i.seq LIMIT ?`, userID, ms(now), limit)
+		WHERE i.to_user = ? AND i.delivered = 0 AND i.expires_ms > ? ORDER BY i.seq LIMIT ?`, userID, ms(now), limit)
 	if err != nil {
 		return nil, wrap("pending", s.mapErr(err))
 	}
@@ -475,7 +475,7 @@ func (s *SQLite) Pending(ctx context.Context, userID int64, now time.Time, limit
 
 // Ack implements Store.
 func (s *SQLite) Ack(ctx context.Context, userID int64, id [16]byte) (bool, error) {
-	n, err := s.exec(ctx, `DELETE FROM inbox WHERE id = ? AND to_user = ?`, id[:], userID)
+	n, err := s.exec(ctx, `UPDATE inbox SET delivered = 1, body = x'' WHERE id = ? AND to_user = ? AND delivered = 0`, id[:], userID)
 	if err != nil {
 		return false, wrap("ack", err)
 	}

@@ -109,11 +109,12 @@ type Store interface {
 	UserByName(ctx context.Context, name string) (User, error)
 
 	// Enqueue stores m in the inbox of m.To. It is idempotent on
-	// (m.From, m.ID): a message already stored returns dup=true and stores
-	// nothing (even if the inbox is full). Otherwise, if quota > 0 and the
-	// recipient already holds quota unexpired messages (expiring after
-	// m.Stored), it refuses with ErrQuotaExceeded. Unknown users are
-	// ErrNotFound.
+	// (m.From, m.ID) until the stored message expires, even after it was
+	// delivered and acknowledged: a resubmission returns dup=true and
+	// stores nothing (even if the inbox is full). Otherwise, if quota > 0
+	// and the recipient already holds quota undelivered, unexpired messages
+	// (expiring after m.Stored), it refuses with ErrQuotaExceeded. Unknown
+	// users are ErrNotFound.
 	Enqueue(ctx context.Context, m Message, quota int) (dup bool, err error)
 
 	// Pending returns up to limit unexpired messages (Expires after now)
@@ -122,12 +123,13 @@ type Store interface {
 	Pending(ctx context.Context, userID int64, now time.Time, limit int) ([]Message, error)
 
 	// Ack deletes the delivered message id from userID's own inbox and
-	// reports whether there was one; it never deletes another user's
-	// message.
+	// reports whether there was one; it never touches another user's
+	// message. Implementations may keep a bodiless record of the message
+	// until it expires, for Enqueue's duplicate detection.
 	Ack(ctx context.Context, userID int64, id [16]byte) (bool, error)
 
-	// PurgeExpired deletes messages that expire at or before now and
-	// returns how many it deleted.
+	// PurgeExpired deletes messages (and records of acknowledged ones)
+	// that expire at or before now and returns how many it deleted.
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 
 	// MarkSeen records, for a client's duplicate suppression, that the

@@ -24,7 +24,9 @@ CREATE TABLE registration_codes (
 );
 
 -- seq orders the inbox: AUTOINCREMENT never reuses a value, so a higher seq
--- was always stored later.
+-- was always stored later. An acknowledged message loses its body and stays
+-- as a tombstone (delivered = 1) until it expires, so that a resubmission
+-- of it is still recognised as a duplicate.
 CREATE TABLE inbox (
 	seq        INTEGER PRIMARY KEY AUTOINCREMENT,
 	id         BLOB    NOT NULL CHECK (length(id) = 16),
@@ -34,11 +36,12 @@ CREATE TABLE inbox (
 	sent_ms    INTEGER NOT NULL,
 	stored_ms  INTEGER NOT NULL,
 	expires_ms INTEGER NOT NULL,
+	delivered  INTEGER NOT NULL DEFAULT 0 CHECK (delivered IN (0, 1)),
 	-- id first: the same index finds a resubmission (id, from_user) and
 	-- the message a recipient acknowledges (id, then to_user).
 	UNIQUE (id, from_user)
 );
-CREATE INDEX inbox_to ON inbox (to_user, seq);
+CREATE INDEX inbox_pending ON inbox (to_user, seq) WHERE delivered = 0;
 CREATE INDEX inbox_expires ON inbox (expires_ms);
 
 -- The client's record of messages already shown, for duplicate suppression.

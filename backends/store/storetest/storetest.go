@@ -347,10 +347,26 @@ func testEnqueueIdempotent(t *testing.T, open Opener) {
 	}
 	// The same id from another sender is another message.
 	other := m
-	other.From = c.ID
+	other.From, other.To = c.ID, a.ID
 	enqueue(t, s, other, 0)
-	if n := len(pending(t, s, b, T0)); n != 2 {
-		t.Errorf("Pending holds %d messages, want 2", n)
+	if n := len(pending(t, s, a, T0)); n != 1 {
+		t.Errorf("Pending holds %d messages, want 1", n)
+	}
+	// Delivered and acknowledged, it is still a duplicate until it expires.
+	if ok, err := s.Ack(ctx, b.ID, m.ID); err != nil || !ok {
+		t.Fatalf("Ack = %v, %v", ok, err)
+	}
+	if dup, err := s.Enqueue(ctx, m, 0); err != nil || !dup {
+		t.Errorf("Enqueue after Ack = %v, %v; want true, nil", dup, err)
+	}
+	if n := len(pending(t, s, b, T0)); n != 0 {
+		t.Errorf("Pending holds %d messages, want 0", n)
+	}
+	if n, err := s.PurgeExpired(ctx, m.Expires); err != nil || n != 2 {
+		t.Errorf("PurgeExpired = %d, %v; want 2, nil", n, err)
+	}
+	if dup, err := s.Enqueue(ctx, m, 0); err != nil || dup {
+		t.Errorf("Enqueue after expiry = %v, %v; want false, nil", dup, err)
 	}
 }
 
@@ -367,7 +383,14 @@ func testQuota(t *testing.T, open Opener) {
 	wantErr(t, "Enqueue over quota", err, store.ErrQuotaExceeded)
 	enqueue(t, s, msg(b, a, "other inbox", T0), 2)
 	enqueue(t, s, msg(a, b, "unlimited", T0), 0)
-	if diff := cmp.Diff([]string{"1", "2", "unlimited"}, bodies(pending(t, s, b, T0))); diff != "" {
+	first := pending(t, s, b, T0)[0]
+	if ok, err := s.Ack(ctx, b.ID, first.ID); err != nil || !ok {
+		t.Fatalf("Ack = %v, %v", ok, err)
+	}
+	_, err = s.Enqueue(ctx, msg(a, b, "4", T0), 2)
+	wantErr(t, "Enqueue over quota", err, store.ErrQuotaExceeded)
+	enqueue(t, s, msg(a, b, "5", T0), 3) // the acknowledged message no longer counts
+	if diff := cmp.Diff([]string{"2", "unlimited", "5"}, bodies(pending(t, s, b, T0))); diff != "" {
 		t.Errorf("Pending (-want +got):\n%s", diff)
 	}
 }

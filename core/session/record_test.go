@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -472,4 +473,59 @@ func TestReadRecordReusesBuffer(t *testing.T) {
 	if allocs > 1 { // the bytes.Reader
 		t.Errorf("ReadRecord into a large enough buffer: %v allocs", allocs)
 	}
+}
+
+// TestVectors pins the record format to the test vectors in
+// docs/protocol-session.md: key 01 02 ... 20, plaintext one Message frame
+// carrying "hello".
+func TestVectors(t *testing.T) {
+	pt := unhex(t, "01010000000568656c6c6f")
+	tests := []struct {
+		name   string
+		rekey  bool // call Rekey before sealing
+		record string
+	}{
+		{"seq 0", false, "000024000000000000000000628bd71667c7c15cf7275967d67e796281038e92c7a80f86ee986c"},
+		{"seq 1", false, "000024000000000000000001155d7aab88f9ed31ee670bfa996e39353f0ae055687be005aa6f7d"},
+		{"seq 2, epoch 1", true, "0000240100000000000000025af18e7ea492c1794a97252899a228ea2fd414e4bc4a24d2886600"},
+	}
+	s, o := NewSealer(testKey()), NewOpener(testKey())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.rekey {
+				if err := s.Rekey(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec, seq, err := s.Seal(nil, pt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hex.EncodeToString(rec); got != tt.record {
+				t.Errorf("record\n got %s\nwant %s", got, tt.record)
+			}
+			openOK(t, o, unhex(t, tt.record), seq, pt)
+		})
+	}
+	t.Run("next key", func(t *testing.T) {
+		k := testKey()
+		a, err := newAEAD(&k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var zeros [32]byte
+		got := a.Seal(nil, rekeyNonce[:], zeros[:], nil)[:32]
+		if want := "7f637be6f9d22510eccc1e8a598740cec00b4bb7657d85fe79833cfa50d09601"; hex.EncodeToString(got) != want {
+			t.Errorf("REKEY(key) = %x, want %s", got, want)
+		}
+	})
+}
+
+func unhex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -196,6 +196,7 @@ type Session struct {
 // validation error. conn.Close must unblock pending Read and Write calls,
 // as net.Conn's does.
 func New(conn io.ReadWriteCloser, keys Keys, cfg Config) *Session {
+	defer keys.Wipe() // this copy; the caller wipes its own
 	c := cfg.withDefaults()
 	s := &Session{
 		conn:     conn,

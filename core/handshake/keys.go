@@ -212,13 +212,15 @@ func parseKeyFile(b []byte, header string, size int) ([]byte, error) {
 	if len(body) != base64.StdEncoding.EncodedLen(size) {
 		return nil, fmt.Errorf("%w: key file body is %d characters, want %d", ErrMalformed, len(body), base64.StdEncoding.EncodedLen(size))
 	}
-	secret := make([]byte, size)
-	n, err := base64.StdEncoding.Strict().Decode(secret, body)
+	// Decode needs room for DecodedLen: a body without padding can hold
+	// more than size bytes.
+	buf := make([]byte, base64.StdEncoding.DecodedLen(len(body)))
+	defer clear(buf)
+	n, err := base64.StdEncoding.Strict().Decode(buf, body)
 	if err != nil || n != size {
-		clear(secret)
 		return nil, fmt.Errorf("%w: key file body is not base64 of %d bytes", ErrMalformed, size)
 	}
-	return secret, nil
+	return bytes.Clone(buf[:n]), nil
 }
 
 // formatKeyFile is the inverse of parseKeyFile. The caller wipes the result.

@@ -161,6 +161,7 @@ func TestKeyFileBadContent(t *testing.T) {
 		{"wrong header", signingFileHeader + "\n" + good + "\n", ErrMalformed},
 		{"short body", staticFileHeader + "\n" + good[:40] + "\n", ErrMalformed},
 		{"long body", staticFileHeader + "\n" + good + "AAAA\n", ErrMalformed},
+		{"unpadded body of 33 bytes", staticFileHeader + "\n" + strings.Repeat("0", 44) + "\n", ErrMalformed},
 		{"not base64", staticFileHeader + "\n" + strings.Repeat("!", len(good)) + "\n", ErrMalformed},
 		{"extra line", staticFileHeader + "\n" + good + "\nmore\n", ErrMalformed},
 		{"huge", strings.Repeat("x", 10000), ErrMalformed},

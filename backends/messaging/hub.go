@@ -60,10 +60,3 @@ func (h *hub) notify(user int64) {
 		}
 	}
 }
-
-// online reports how many sessions of user are subscribed.
-func (h *hub) online(user int64) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.subs[user])
-}

@@ -213,7 +213,7 @@ func pinOf(leaf *x509.Certificate) string {
 // decodePin parses a pin string into its 32-byte hash.
 func decodePin(s string) ([sha256.Size]byte, error) {
 	var h [sha256.Size]byte
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil || len(b) != len(h) {
 		return h, fmt.Errorf("quic: pin must be 43 characters of base64url (the SHA-256 of a public key)")
 	}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/commucat/commucat/backends/messaging"
+	"github.com/commucat/commucat/backends/store"
+	"github.com/commucat/commucat/core/handshake"
+	"github.com/commucat/commucat/core/invite"
+	"github.com/commucat/commucat/core/session"
+	"github.com/spf13/cobra"
+)
+
+// messagingSession runs a messaging client on a session until fn returns.
+func messagingSession(ctx context.Context, s *session.Session, fn func(ctx context.Context, c *messaging.Client) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := messaging.NewClient(s, messaging.ClientConfig{}, nil)
+	var wg sync.WaitGroup
+	var runErr, clientErr error
+	wg.Go(func() { runErr = s.Run(ctx) })
+	wg.Go(func() {
+		clientErr = c.Run(ctx)
+		cancel() // the session ended: stop fn too
+	})
+	err := fn(ctx, c)
+	s.Close()
+	cancel()
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	_ = runErr
+	_ = clientErr
+	return nil
+}
+
+func newRegisterCmd() *cobra.Command {
+	var f clientFlags
+	var line, name string
+	cmd := &cobra.Command{
+		Use:   "register --invite LINE --name NAME",
+		Short: "Register this device with a gateway, using an invite",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if line == "" || name == "" {
+				return errors.New("register needs --invite LINE and --name NAME")
+			}
+			if err := messaging.ValidName(name); err != nil {
+				return fmt.Errorf("--name: %w", err)
+			}
+			in, err := invite.Parse(line)
+			if err != nil {
+				return fmt.Errorf("--invite: %w", err)
+			}
+			if in.Code == "" {
+				return errors.New("--invite: this invite has no registration code; ask the operator for a new one")
+			}
+			if time.Now().After(in.Expires) {
+				return fmt.Errorf("--invite: the registration code expired at %s; ask the operator for a new one", in.Expires.UTC().Format(time.RFC3339))
+			}
+			dir, err := stateDir(f.state, "client")
+			if err != nil {
+				return err
+			}
+			if fileExists(filepath.Join(dir, certFile)) {
+				return fmt.Errorf("%s already holds a registered device; use another --state directory", dir)
+			}
+			log, err := f.logger(cmd)
+			if err != nil {
+				return err
+			}
+			key, _, err := handshake.LoadOrCreateStatic(filepath.Join(dir, deviceKeyFile))
+			if err != nil {
+				return err
+			}
+			defer key.Wipe()
+			s, ep, err := connect(cmd.Context(), key, in.Gateway, in.Endpoints, &f, log)
+			if err != nil {
+				return err
+			}
+			var certBytes []byte
+			err = messagingSession(cmd.Context(), s, func(ctx context.Context, c *messaging.Client) error {
+				ctx, cancel := context.WithTimeout(ctx, f.timeout)
+				defer cancel()
+				var err error
+				certBytes, err = c.Register(ctx, messaging.RegisterRequest{Code: in.Code, Name: name})
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("registration refused: %w", gatewayError(err))
+			}
+			cert, err := handshake.ParseCertificate(certBytes, in.Signing, time.Now())
+			if err != nil {
+				return fmt.Errorf("the gateway's certificate is not valid: %w", err)
+			}
+			if err := cert.CheckKeys(key.Public(), in.Gateway); err != nil {
+				return fmt.Errorf("the gateway's certificate is not for this device: %w", err)
+			}
+			if err := writeFileAtomic(filepath.Join(dir, certFile), certBytes); err != nil {
+				return err
+			}
+			info := gatewayInfo{
+				Gateway:   handshake.FormatPublic(in.Gateway),
+				Signing:   base64.RawURLEncoding.EncodeToString(in.Signing),
+				Endpoints: in.Endpoints,
+				User:      cert.User,
+			}
+			if err := writeJSON(filepath.Join(dir, gatewayInfoFile), info); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "registered %s (device %s) over %s; state in %s\n",
+				cert.User, hex.EncodeToString(cert.DeviceID[:4]), ep.Transport, dir)
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&line, "invite", "", "the invite line (commucat://...)")
+	cmd.Flags().StringVar(&name, "name", "", "the user name to register")
+	return cmd
+}
+
+func newSendCmd() *cobra.Command {
+	var f clientFlags
+	var to string
+	cmd := &cobra.Command{
+		Use:   "send --to USER TEXT...",
+		Short: "Send a message (TEXT, or standard input when TEXT is -)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if to == "" {
+				return errors.New("send needs --to USER")
+			}
+			body := []byte(strings.Join(args, " "))
+			if len(args) == 1 && args[0] == "-" {
+				b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), messaging.MaxBody+1))
+				if err != nil {
+					return fmt.Errorf("read standard input: %w", err)
+				}
+				body = b
+			}
+			if len(body) > messaging.MaxBody {
+				return fmt.Errorf("message too long (%d bytes > %d)", len(body), messaging.MaxBody)
+			}
+			cs, err := loadClient(f.state)
+			if err != nil {
+				return err
+			}
+			defer cs.wipe()
+			log, err := f.logger(cmd)
+			if err != nil {
+				return err
+			}
+			s, _, err := connect(cmd.Context(), cs.key, cs.gateway, cs.info.Endpoints, &f, log)
+			if err != nil {
+				return err
+			}
+			var id [16]byte
+			err = messagingSession(cmd.Context(), s, func(ctx context.Context, c *messaging.Client) error {
+				ctx, cancel := context.WithTimeout(ctx, f.timeout)
+				defer cancel()
+				var err error
+				id, err = c.Send(ctx, to, body)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("send to %s: %w", to, gatewayError(err))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stored for %s (id %s)\n", to, hex.EncodeToString(id[:]))
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&to, "to", "", "the recipient's user name")
+	return cmd
+}
+
+// received is one message as `listen --json` prints it.
+type received struct {
+	ID       string    `json:"id"`
+	From     string    `json:"from"`
+	Sent     time.Time `json:"sent"`
+	Received time.Time `json:"received"`
+	Text     string    `json:"text"`
+}
+
+func newListenCmd() *cobra.Command {
+	var f clientFlags
+	var asJSON bool
+	var count int
+	var dur time.Duration
+	cmd := &cobra.Command{
+		Use:   "listen",
+		Short: "Print incoming messages; reconnect when the connection drops",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cs, err := loadClient(f.state)
+			if err != nil {
+				return err
+			}
+			defer cs.wipe()
+			log, err := f.logger(cmd)
+			if err != nil {
+				return err
+			}
+			seen, err := store.OpenSQLite(filepath.Join(cs.dir, clientDBFile))
+			if err != nil {
+				return err
+			}
+			defer seen.Close()
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			if dur > 0 {
+				ctx, cancel = context.WithTimeout(ctx, dur)
+				defer cancel()
+			}
+			out := bufio.NewWriter(cmd.OutOrStdout())
+			shown := 0
+			handle := func(e messaging.Envelope) error {
+				if asJSON {
+					b, err := json.Marshal(received{
+						ID: hex.EncodeToString(e.ID[:]), From: e.Peer, Sent: e.Sent.UTC(),
+						Received: time.Now().UTC(), Text: string(e.Body),
+					})
+					if err != nil {
+						return err
+					}
+					out.Write(append(b, '\n'))
+				} else {
+					fmt.Fprintf(out, "%s  %s: %s\n", e.Sent.Local().Format("2006-01-02 15:04:05"), e.Peer, e.Body)
+				}
+				if err := out.Flush(); err != nil {
+					return &handleError{fmt.Errorf("write message: %w", err)}
+				}
+				shown++
+				if count > 0 && shown >= count {
+					cancel()
+				}
+				return nil
+			}
+			return listenLoop(ctx, cs, &f, log, seen, handle)
+		},
+	}
+	f.add(cmd)
+	fl := cmd.Flags()
+	fl.BoolVar(&asJSON, "json", false, "print one JSON object per message")
+	fl.IntVar(&count, "count", 0, "exit after this many messages (0: never)")
+	fl.DurationVar(&dur, "for", 0, "exit after this long (0: never)")
+	return cmd
+}
+
+// listenLoop keeps a session open and reconnects with capped, jittered
+// exponential backoff until ctx ends.
+func listenLoop(ctx context.Context, cs *clientState, f *clientFlags, log *slog.Logger, seen messaging.SeenStore, handle func(messaging.Envelope) error) error {
+	const maxBackoff = 30 * time.Second
+	backoff := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		s, ep, err := connect(ctx, cs.key, cs.gateway, cs.info.Endpoints, f, log)
+		if err == nil {
+			log.Info("listening", "transport", ep.Transport)
+			backoff = 500 * time.Millisecond
+			err = messagingSession(ctx, s, func(ctx context.Context, c *messaging.Client) error {
+				return c.Listen(ctx, handle, seen)
+			})
+			if err == nil || ctx.Err() != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				err = errors.New("the gateway closed the session")
+			}
+			var handlerErr *handleError
+			if errors.As(err, &handlerErr) {
+				return handlerErr.err
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		log.Warn("connection lost; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	return nil
+}
+
+// handleError marks an error of the local message handler (such as a closed
+// standard output), which ends listen instead of reconnecting.
+type handleError struct{ err error }
+
+func (e *handleError) Error() string { return e.err.Error() }
+func (e *handleError) Unwrap() error { return e.err }
+
+// gatewayError turns an Error frame from the gateway into its human text,
+// keeping the error matchable.
+func gatewayError(err error) error {
+	var pe *messaging.ProblemError
+	if errors.As(err, &pe) && pe.Detail != "" {
+		return &detailError{msg: pe.Detail, err: err}
+	}
+	return err
+}
+
+type detailError struct {
+	msg string
+	err error
+}
+
+func (e *detailError) Error() string { return e.msg }
+func (e *detailError) Unwrap() error { return e.err }

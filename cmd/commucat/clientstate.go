@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/commucat/commucat/core/client"
+	"github.com/commucat/commucat/core/handshake"
+	"github.com/commucat/commucat/core/invite"
+	"github.com/commucat/commucat/core/session"
+	"github.com/spf13/cobra"
+)
+
+// gatewayInfo is the part of an invite a client keeps: everything but the
+// registration code.
+type gatewayInfo struct {
+	Gateway   string            `json:"gateway"`
+	Signing   string            `json:"signing"`
+	Endpoints []invite.Endpoint `json:"endpoints"`
+	User      string            `json:"user,omitempty"`
+}
+
+// clientState is a registered device's state directory, loaded.
+type clientState struct {
+	dir     string
+	key     *handshake.StaticKey
+	info    gatewayInfo
+	gateway [32]byte
+	cert    *handshake.Certificate
+}
+
+func (c *clientState) wipe() { c.key.Wipe() }
+
+// clientFlags are the flags every client command shares.
+type clientFlags struct {
+	state, transport, logLevel string
+	timeout                    time.Duration
+}
+
+func (f *clientFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.state, "state", "", "the device's state directory (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/client)")
+	fl.StringVar(&f.transport, "transport", "", "use only this transport (default: the first that works, in the invite's order)")
+	fl.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
+	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up connecting after this long")
+}
+
+func (f *clientFlags) logger(cmd *cobra.Command) (*slog.Logger, error) {
+	return newLogger(cmd.ErrOrStderr(), f.logLevel, "text")
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, b)
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// loadClient loads a registered device's state.
+func loadClient(dirFlag string) (*clientState, error) {
+	dir, err := stateDir(dirFlag, "client")
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, gatewayInfoFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s is not registered yet: run commucat register --invite LINE --name NAME --state %s", dir, dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := &clientState{dir: dir}
+	if err := json.Unmarshal(b, &c.info); err != nil {
+		return nil, fmt.Errorf("%s: %w", gatewayInfoFile, err)
+	}
+	if c.gateway, err = handshake.ParsePublic(c.info.Gateway); err != nil {
+		return nil, fmt.Errorf("%s: gateway: %w", gatewayInfoFile, err)
+	}
+	if !fileExists(filepath.Join(dir, certFile)) {
+		return nil, fmt.Errorf("%s has no certificate: registration did not finish; register again with a new invite", dir)
+	}
+	if c.key, _, err = handshake.LoadOrCreateStatic(filepath.Join(dir, deviceKeyFile)); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// connect opens a session to the gateway described by info.
+func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, eps []invite.Endpoint, f *clientFlags, log *slog.Logger) (*session.Session, invite.Endpoint, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	return client.Dial(ctx, client.Config{
+		Static:     key,
+		Gateway:    gw,
+		Endpoints:  eps,
+		Transports: newRegistry(),
+		Only:       f.transport,
+		Session:    session.Config{Logger: log},
+		Logger:     log,
+	})
+}

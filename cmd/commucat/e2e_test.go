@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/commucat/commucat/core/invite"
+)
+
+// The end-to-end test runs the real binary: a gateway and two clients as
+// separate processes on loopback.
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "commucat")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer process and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is one started commucat process.
+type proc struct {
+	name           string
+	cmd            *exec.Cmd
+	stdout, stderr syncBuffer
+	done           chan struct{}
+	err            error
+}
+
+// outputs collects everything every process printed, for the secrets check.
+type outputs struct {
+	mu   sync.Mutex
+	all  []*proc
+	text []string // outputs of finished short commands: name, then text
+}
+
+func (o *outputs) add(p *proc) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.all = append(o.all, p)
+}
+
+func start(t *testing.T, o *outputs, bin, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	p.cmd.Env = append(os.Environ(), "COMMUCAT_STATE=") // only --state counts
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill() // only the process this test started
+			<-p.done
+		}
+	})
+	o.add(p)
+	return p
+}
+
+// wait waits for the process to exit, at most d.
+func (p *proc) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		t.Fatalf("%s did not exit within %v\nstdout:\n%s\nstderr:\n%s", p.name, d, p.stdout.String(), p.stderr.String())
+		return nil
+	}
+}
+
+// waitFor waits until the process has printed s on stdout or stderr.
+func (p *proc) waitFor(t *testing.T, s string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if strings.Contains(p.stdout.String(), s) || strings.Contains(p.stderr.String(), s) {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited (%v) before printing %q\nstdout:\n%s\nstderr:\n%s", p.name, p.err, s, p.stdout.String(), p.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%s did not print %q within %v\nstdout:\n%s\nstderr:\n%s", p.name, s, d, p.stdout.String(), p.stderr.String())
+}
+
+// run runs a short command to completion and returns its stdout.
+func run(t *testing.T, o *outputs, bin, name string, args ...string) (string, error) {
+	t.Helper()
+	p := start(t, o, bin, name, args...)
+	err := p.wait(t, 60*time.Second)
+	return p.stdout.String(), err
+}
+
+func mustRun(t *testing.T, o *outputs, bin, name string, args ...string) string {
+	t.Helper()
+	out, err := run(t, o, bin, name, args...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", name, err, o.all[len(o.all)-1].stderr.String())
+	}
+	return out
+}
+
+func startGateway(t *testing.T, o *outputs, bin, dir string, port int) *proc {
+	t.Helper()
+	p := start(t, o, bin, "gateway", "gateway", "--state", dir,
+		"--listen", "tcp@127.0.0.1:"+strconv.Itoa(port), "--log-level", "debug", "--log-format", "json")
+	p.waitFor(t, "listening: tcp 127.0.0.1:"+strconv.Itoa(port), 30*time.Second)
+	return p
+}
+
+func stopGateway(t *testing.T, p *proc) {
+	t.Helper()
+	select {
+	case <-p.done:
+		t.Fatalf("gateway exited early: %v\nstdout:\n%s\nstderr:\n%s", p.err, p.stdout.String(), p.stderr.String())
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("gateway exit after SIGTERM: %v\n%s", err, p.stderr.String())
+	}
+}
+
+type jsonMessage struct {
+	ID, From, Text string
+}
+
+func parseMessages(t *testing.T, out string) []jsonMessage {
+	t.Helper()
+	var msgs []jsonMessage
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var m jsonMessage
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("listen --json printed %q: %v", line, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped with -short")
+	}
+	bin := buildBinary(t)
+	tmp := t.TempDir()
+	gwDir, aliceDir, bobDir := filepath.Join(tmp, "gw"), filepath.Join(tmp, "alice"), filepath.Join(tmp, "bob")
+	port := freePort(t)
+	o := new(outputs)
+	top := t // processes that outlive a subtest are owned by the test
+
+	gw := startGateway(t, o, bin, gwDir, port)
+	for _, f := range []string{"gateway.key", "signing.key", "gateway.db"} {
+		fi, err := os.Stat(filepath.Join(gwDir, f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %v, err %v; want 0600", f, fi.Mode(), err)
+		}
+	}
+	if fi, _ := os.Stat(gwDir); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state directory mode %v, want 0700", fi.Mode().Perm())
+	}
+
+	aliceInvite := strings.TrimSpace(mustRun(t, o, bin, "invite-alice", "invite", "--state", gwDir))
+	bobInvite := strings.TrimSpace(mustRun(t, o, bin, "invite-bob", "invite", "--state", gwDir))
+	var codes []string
+	for _, line := range []string{aliceInvite, bobInvite} {
+		in, err := invite.Parse(line)
+		if err != nil {
+			t.Fatalf("invite printed %q: %v", line, err)
+		}
+		codes = append(codes, in.Code)
+	}
+	invitesOut := len(o.all) // the invite commands' stdout carries the codes by design
+
+	mustRun(t, o, bin, "register-alice", "register", "--invite", aliceInvite, "--name", "alice", "--state", aliceDir)
+	mustRun(t, o, bin, "register-bob", "register", "--invite", bobInvite, "--name", "bob", "--state", bobDir)
+	fi, err := os.Stat(filepath.Join(aliceDir, "device.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("device.key: %v %v, want mode 0600", fi, err)
+	}
+
+	t.Run("used code refused", func(t *testing.T) {
+		_, err := run(t, o, bin, "register-reuse", "register", "--invite", bobInvite, "--name", "carol", "--state", filepath.Join(tmp, "carol"))
+		stderr := o.all[len(o.all)-1].stderr.String()
+		if err == nil || !strings.Contains(stderr, "already used") {
+			t.Fatalf("reusing a code: err %v, stderr %q; want a refusal saying the code is already used", err, stderr)
+		}
+	})
+
+	t.Run("online delivery", func(t *testing.T) {
+		l := start(t, o, bin, "listen-online", "listen", "--state", bobDir, "--json", "--count", "1", "--log-level", "info")
+		l.waitFor(t, "listening", 30*time.Second)
+		mustRun(t, o, bin, "send-online", "send", "--state", aliceDir, "--to", "bob", "hello bob")
+		if err := l.wait(t, 30*time.Second); err != nil {
+			t.Fatalf("listen: %v\n%s", err, l.stderr.String())
+		}
+		msgs := parseMessages(t, l.stdout.String())
+		if len(msgs) != 1 || msgs[0].From != "alice" || msgs[0].Text != "hello bob" {
+			t.Fatalf("bob got %+v, want one message from alice", msgs)
+		}
+	})
+
+	t.Run("offline delivery across a gateway restart", func(t *testing.T) {
+		mustRun(t, o, bin, "send-offline-1", "send", "--state", aliceDir, "--to", "bob", "first while away")
+		mustRun(t, o, bin, "send-offline-2", "send", "--state", aliceDir, "--to", "bob", "second while away")
+		stopGateway(t, gw)
+		gw = startGateway(top, o, bin, gwDir, port)
+		l := start(t, o, bin, "listen-offline", "listen", "--state", bobDir, "--json", "--count", "2")
+		if err := l.wait(t, 30*time.Second); err != nil {
+			t.Fatalf("listen: %v\n%s", err, l.stderr.String())
+		}
+		msgs := parseMessages(t, l.stdout.String())
+		if len(msgs) != 2 || msgs[0].Text != "first while away" || msgs[1].Text != "second while away" {
+			t.Fatalf("bob got %+v, want the two messages in order", msgs)
+		}
+	})
+
+	t.Run("never shown twice", func(t *testing.T) {
+		l := start(t, o, bin, "listen-again", "listen", "--state", bobDir, "--json", "--for", "2s")
+		if err := l.wait(t, 30*time.Second); err != nil {
+			t.Fatalf("listen: %v\n%s", err, l.stderr.String())
+		}
+		if out := strings.TrimSpace(l.stdout.String()); out != "" {
+			t.Fatalf("messages shown again: %s", out)
+		}
+	})
+
+	t.Run("unknown recipient", func(t *testing.T) {
+		_, err := run(t, o, bin, "send-unknown", "send", "--state", aliceDir, "--to", "mallory", "hi")
+		if err == nil {
+			t.Fatal("sending to an unknown user succeeded")
+		}
+	})
+
+	stopGateway(t, gw)
+
+	t.Run("no secrets in output", func(t *testing.T) {
+		secrets := map[string]string{}
+		for i, c := range codes {
+			secrets["registration code "+strconv.Itoa(i)] = c
+		}
+		for _, f := range []string{filepath.Join(gwDir, "gateway.key"), filepath.Join(gwDir, "signing.key"), filepath.Join(aliceDir, "device.key"), filepath.Join(bobDir, "device.key")} {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			body := strings.TrimSpace(lines[len(lines)-1])
+			raw, err := base64.StdEncoding.DecodeString(body)
+			if err != nil || len(raw) < 32 {
+				t.Fatalf("%s: cannot read the key body", f)
+			}
+			secrets[f+" (base64)"] = body
+			secrets[f+" (hex)"] = hex.EncodeToString(raw[:32])
+			secrets[f+" (base64url)"] = base64.RawURLEncoding.EncodeToString(raw[:32])
+			secrets[f+" (raw)"] = string(raw[:32])
+		}
+		for i, p := range o.all {
+			streams := map[string]string{"stderr": p.stderr.String()}
+			if i >= invitesOut || !strings.HasPrefix(p.name, "invite") {
+				streams["stdout"] = p.stdout.String()
+			}
+			for stream, text := range streams {
+				for what, secret := range secrets {
+					if strings.Contains(text, secret) {
+						t.Errorf("%s %s contains the %s", p.name, stream, what)
+					}
+					// Any 12-character piece of a secret's text form.
+					for j := 0; j+12 <= len(secret) && !strings.HasSuffix(what, "(raw)"); j += 4 {
+						if strings.Contains(text, secret[j:j+12]) {
+							t.Errorf("%s %s contains part of the %s", p.name, stream, what)
+							break
+						}
+					}
+				}
+			}
+		}
+	})
+}

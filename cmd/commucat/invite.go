@@ -1,0 +1,84 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/commucat/commucat/backends/messaging"
+	"github.com/commucat/commucat/configs"
+	"github.com/commucat/commucat/core/invite"
+	"github.com/spf13/cobra"
+)
+
+func newInviteCmd() *cobra.Command {
+	var state, config string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "invite",
+		Short: "Print a one-line invite with a single-use registration code",
+		Long: `Print a one-line invite (commucat://...) for a new user: the gateway's
+addresses and public keys, and a single-use registration code. Run it against
+the gateway's state directory, while the gateway runs or not. The invite
+contains a secret: hand it over privately.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := stateDir(state, "gateway")
+			if err != nil {
+				return err
+			}
+			cfg, err := loadGatewayConfig(dir, config, nil)
+			if err != nil {
+				return err
+			}
+			if ttl > 0 {
+				cfg.Registration.CodeTTL = configs.Duration(ttl)
+			}
+			keys, _, err := loadGatewayKeys(dir)
+			if err != nil {
+				return err
+			}
+			defer keys.wipe()
+			eps, err := readEndpoints(dir)
+			if errors.Is(err, fs.ErrNotExist) {
+				// The gateway is not running: use the configured addresses.
+				eps = nil
+				for _, l := range cfg.Listen {
+					addr := l.Public
+					if addr == "" {
+						addr = l.Address
+					}
+					eps = append(eps, invite.Endpoint{Transport: l.Transport, Addr: addr})
+				}
+			} else if err != nil {
+				return err
+			}
+			st, err := openGatewayStore(dir)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			svc := messaging.New(st, nil, messagingConfig(cfg), nil)
+			code, expires, err := svc.NewCode(cmd.Context())
+			if err != nil {
+				return err
+			}
+			in := invite.Invite{
+				Gateway:   keys.static.Public(),
+				Signing:   keys.signing.Public(),
+				Endpoints: eps,
+				Code:      code,
+				Expires:   expires,
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), in.String())
+			fmt.Fprintf(cmd.ErrOrStderr(), "single use, valid until %s; hand it over privately\n", expires.UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&state, "state", "", "the gateway's state directory (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/gateway)")
+	f.StringVar(&config, "config", "", "the gateway's configuration file")
+	f.DurationVar(&ttl, "ttl", 0, "lifetime of the registration code (default registration.code_ttl, 24h)")
+	return cmd
+}

@@ -1,0 +1,262 @@
+// Package gateway is the gateway's connection front: it listens on every
+// configured transport, limits and times out handshakes per source, runs the
+// hybrid Noise handshake, and hands each resulting session to a Handler
+// (the messaging backend, in the commucat binary).
+//
+// A Server is started once with Run and stops when Run's context ends; Run
+// returns only after every listener, connection and session goroutine has
+// exited.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/commucat/commucat/core/handshake"
+	"github.com/commucat/commucat/core/session"
+	"github.com/commucat/commucat/core/transport"
+)
+
+// Handler serves sessions whose handshake succeeded. peer is the client's
+// static public key, as proven by the handshake. ServeSession returns when
+// it is done with the session or ctx ends; the server then closes the
+// session.
+type Handler interface {
+	ServeSession(ctx context.Context, peer [32]byte, s *session.Session) error
+}
+
+// Endpoint is one transport and the address to listen on.
+type Endpoint struct {
+	Transport transport.Transport
+	Addr      string
+}
+
+// Config configures a Server. Zero durations and limits take the documented
+// defaults.
+type Config struct {
+	Static    *handshake.StaticKey // the gateway's Noise static key; required
+	Endpoints []Endpoint           // at least one
+
+	HandshakeTimeout time.Duration // zero: 10s
+	MaxSkew          time.Duration // zero: 2m
+	Rate             float64       // handshakes per second per source; zero: 5
+	Burst            int           // zero: 20
+	MaxConns         int           // connections served at once; zero: 1024
+	Pad              func(msg, n int) int
+
+	Session session.Config
+	Logger  *slog.Logger // nil: discard
+	// UnsafeLogging puts peer addresses into logs; off by default.
+	UnsafeLogging bool
+}
+
+// Server accepts connections on every endpoint and serves sessions.
+type Server struct {
+	cfg     Config
+	h       Handler
+	log     *slog.Logger
+	replay  *handshake.ReplayCache
+	limiter *handshake.RateLimiter
+	sem     chan struct{}
+
+	mu        sync.Mutex
+	listeners []transport.Listener
+}
+
+// New checks cfg and returns a Server that is not yet listening.
+func New(cfg Config, h Handler) (*Server, error) {
+	if cfg.Static == nil {
+		return nil, errors.New("gateway: no static key")
+	}
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("gateway: no endpoints")
+	}
+	if h == nil {
+		return nil, errors.New("gateway: no handler")
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.MaxSkew == 0 {
+		cfg.MaxSkew = 2 * time.Minute
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate = 5
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = 20
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 1024
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:     cfg,
+		h:       h,
+		log:     log.With("component", "gateway"),
+		replay:  handshake.NewReplayCache(1 << 16),
+		limiter: handshake.NewRateLimiter(cfg.Rate, cfg.Burst, 1<<16),
+		sem:     make(chan struct{}, cfg.MaxConns),
+	}, nil
+}
+
+// Listen binds every endpoint and returns the bound addresses in endpoint
+// order. It fails, closing what it bound, if any endpoint fails.
+func (s *Server) Listen(ctx context.Context) ([]net.Addr, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listeners != nil {
+		return nil, errors.New("gateway: already listening")
+	}
+	var addrs []net.Addr
+	for _, ep := range s.cfg.Endpoints {
+		l, err := ep.Transport.Listen(ctx, ep.Addr)
+		if err != nil {
+			for _, l := range s.listeners {
+				l.Close()
+			}
+			s.listeners = nil
+			return nil, fmt.Errorf("gateway: listen %s on %s: %w", ep.Transport.Name(), ep.Addr, err)
+		}
+		s.listeners = append(s.listeners, l)
+		addrs = append(addrs, l.Addr())
+	}
+	return addrs, nil
+}
+
+// Run serves connections on the listeners bound by Listen (binding them
+// first if Listen was not called) until ctx ends. It returns after every
+// goroutine it started has exited.
+func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	bound := s.listeners != nil
+	s.mu.Unlock()
+	if !bound {
+		if _, err := s.Listen(ctx); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, l := range s.listeners {
+		name := s.cfg.Endpoints[i].Transport.Name()
+		wg.Go(func() { s.acceptLoop(ctx, name, l, &wg) })
+	}
+	<-ctx.Done()
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (s *Server) acceptLoop(ctx context.Context, name string, l transport.Listener, wg *sync.WaitGroup) {
+	log := s.log.With("transport", name)
+	backoff := 5 * time.Millisecond
+	for {
+		conn, err := l.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+				return
+			}
+			log.Warn("accept failed", "err", err)
+			// Transient errors (out of descriptors) must not spin the CPU.
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			log.Warn("connection refused: too many connections", "max_conns", s.cfg.MaxConns)
+			conn.Close()
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-s.sem }()
+			s.serveConn(ctx, log, conn)
+		})
+	}
+}
+
+func (s *Server) peerAttr(conn net.Conn) slog.Attr {
+	if s.cfg.UnsafeLogging && conn.RemoteAddr() != nil {
+		return slog.String("peer_addr", conn.RemoteAddr().String())
+	}
+	return slog.String("peer_addr", "[scrubbed]")
+}
+
+func sourceOf(conn net.Conn) string {
+	if conn.RemoteAddr() == nil {
+		return ""
+	}
+	a := conn.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(a); err == nil {
+		return host
+	}
+	return a
+}
+
+func (s *Server) serveConn(ctx context.Context, log *slog.Logger, conn net.Conn) {
+	if !s.limiter.Allow(sourceOf(conn), time.Now()) {
+		log.Info("handshake refused: rate limit", s.peerAttr(conn))
+		conn.Close()
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	res, err := handshake.Server(hctx, conn, handshake.ServerConfig{
+		Static:  s.cfg.Static,
+		Replay:  s.replay,
+		MaxSkew: s.cfg.MaxSkew,
+		Pad:     s.cfg.Pad,
+	})
+	cancel()
+	if err != nil {
+		// A failed handshake gets no answer: the connection is just closed,
+		// as a prober should learn nothing.
+		log.Info("handshake failed", "err", err, s.peerAttr(conn))
+		conn.Close()
+		return
+	}
+	peer := res.PeerStatic
+	keys := session.Keys{Send: res.SendKey, Recv: res.RecvKey}
+	res.Wipe()
+	sess := session.New(conn, keys, s.cfg.Session)
+	keys.Wipe()
+
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- sess.Run(sctx) }()
+	herr := s.h.ServeSession(sctx, peer, sess)
+	sess.Close()
+	stop()
+	rerr := <-runErr
+	clean := func(err error) bool {
+		return err == nil || errors.Is(err, session.ErrClosed) || errors.Is(err, session.ErrClosedByPeer) || errors.Is(err, context.Canceled)
+	}
+	switch {
+	case ctx.Err() != nil:
+	case !clean(herr):
+		log.Info("session ended", "err", herr)
+	case !clean(rerr):
+		log.Info("session ended", "err", rerr)
+	default:
+		log.Debug("session closed")
+	}
+
+}

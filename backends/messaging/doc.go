@@ -21,7 +21,7 @@
 // recording every (sender, id) in a SeenStore before showing it.
 //
 // Payload layouts are documented on Envelope and RegisterRequest and in
-// docs/protocol-messaging.md. The certificate travels as the raw bytes of a
+// docs/PROTOCOL.md. The certificate travels as the raw bytes of a
 // frame.Certificate payload; acknowledgements and errors use
 // frame.AckPayload and frame.ErrorPayload.
 package messaging

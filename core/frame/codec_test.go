@@ -64,7 +64,7 @@ func TestTypes(t *testing.T) {
 		}
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("per-type limits differ from docs/protocol-frames.md (-doc +code):\n%s", diff)
+		t.Errorf("per-type limits differ from docs/PROTOCOL.md (-doc +code):\n%s", diff)
 	}
 	for _, typ := range []Type{0, 0x12, 0xff} {
 		if typ.Known() || typ.MaxPayload() != 0 {
@@ -390,7 +390,7 @@ func TestDecodeAliasesPayload(t *testing.T) {
 	}
 }
 
-// TestDocVectors pins the examples in docs/protocol-frames.md.
+// TestDocVectors pins the examples in docs/PROTOCOL.md.
 func TestDocVectors(t *testing.T) {
 	var id [16]byte
 	for i := range id {

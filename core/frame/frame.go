@@ -25,7 +25,7 @@
 // The control payloads (Ack, Ping and Pong, Error, Close) have their own
 // codecs in this package: AckPayload, PingPayload, ErrorPayload and
 // ClosePayload, each documented with its byte layout. The other payloads
-// belong to the layers that consume them. docs/protocol-frames.md mirrors
+// belong to the layers that consume them. docs/PROTOCOL.md mirrors
 // this description.
 //
 // Changelog: CCP-1 (version 1) is the first version.

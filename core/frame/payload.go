@@ -57,7 +57,7 @@ const (
 // Known reports whether k is a CCP-1 ack kind.
 func (k AckKind) Known() bool { return k >= AckStored && k <= AckRecords }
 
-// String names the kind as docs/protocol-frames.md does.
+// String names the kind as docs/PROTOCOL.md does.
 func (k AckKind) String() string {
 	switch k {
 	case AckStored:
@@ -216,7 +216,7 @@ var problemNames = [...]string{
 	ProblemUnavailable:         "unavailable",
 }
 
-// String names the problem as docs/protocol-frames.md does, or
+// String names the problem as docs/PROTOCOL.md does, or
 // "problem(N)" for a code this version does not know.
 func (p Problem) String() string {
 	if int(p) < len(problemNames) && problemNames[p] != "" {

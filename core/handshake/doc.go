@@ -47,7 +47,7 @@
 // is 1 and the layout exact (ErrMalformed), the timestamp is within
 // ±MaxSkew of its clock (ErrStale), and the SHA-256 of the whole message
 // was not accepted within the last 2*MaxSkew (ErrReplay; see ReplayCache).
-// docs/protocol-handshake.md is the full specification, with test vectors
+// docs/PROTOCOL.md is the full specification, with test vectors
 // in testdata/vectors.json.
 //
 // # Device certificates

@@ -17,7 +17,7 @@ import (
 
 // refState is an independent, minimal implementation of the Noise
 // symmetric state for Noise_XKpsk3_25519_ChaChaPoly_SHA256, written from
-// the Noise specification (revision 34) and docs/protocol-handshake.md
+// the Noise specification (revision 34) and docs/PROTOCOL.md
 // rather than from flynn/noise. TestReferenceVectors uses it, with the
 // standard library's ML-KEM, to rebuild every vector byte for byte.
 type refState struct {

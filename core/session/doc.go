@@ -69,5 +69,5 @@
 // CloseNormal) and closes the connection; the peer's Run returns a
 // *CloseError matching ErrClosedByPeer.
 //
-// docs/protocol-session.md describes the same protocol for implementers.
+// docs/PROTOCOL.md describes the same protocol for implementers.
 package session

@@ -476,7 +476,7 @@ func TestReadRecordReusesBuffer(t *testing.T) {
 }
 
 // TestVectors pins the record format to the test vectors in
-// docs/protocol-session.md: key 01 02 ... 20, plaintext one Message frame
+// docs/PROTOCOL.md: key 01 02 ... 20, plaintext one Message frame
 // carrying "hello".
 func TestVectors(t *testing.T) {
 	pt := unhex(t, "01010000000568656c6c6f")

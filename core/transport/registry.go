@@ -10,14 +10,55 @@ import (
 // line and in the gateway config. Each transport validates its own.
 type Params map[string]string
 
-// Factory builds a Transport from its parameters.
+// Factory builds the client side of a Transport from the parameters an
+// invite carries.
 type Factory func(p Params) (Transport, error)
+
+// ServerFactory builds the gateway side of a Transport from the parameters
+// in the gateway's config and a private state directory (created 0700 by the
+// caller, one per transport), where the transport keeps what must survive a
+// restart (certificates, keys). It returns the parameters clients need,
+// which the gateway publishes in its invites.
+type ServerFactory func(p Params, dir string) (t Transport, public Params, err error)
 
 // Registry maps transport names to factories. The zero value is empty and
 // ready to use; a Registry is safe for concurrent use.
 type Registry struct {
 	mu sync.RWMutex
 	m  map[string]Factory
+	s  map[string]ServerFactory
+}
+
+// RegisterServer adds a server factory under name. It panics if name is
+// empty or already registered as a server.
+func (r *Registry) RegisterServer(name string, f ServerFactory) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if name == "" || f == nil {
+		panic("transport: RegisterServer with empty name or nil factory")
+	}
+	if r.s == nil {
+		r.s = make(map[string]ServerFactory)
+	}
+	if _, dup := r.s[name]; dup {
+		panic("transport: duplicate server registration of " + name)
+	}
+	r.s[name] = f
+}
+
+// NewServer builds the gateway side of the transport registered under name.
+func (r *Registry) NewServer(name string, p Params, dir string) (Transport, Params, error) {
+	r.mu.RLock()
+	f, ok := r.s[name]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %q", ErrUnknown, name)
+	}
+	t, pub, err := f(p, dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("transport %s: %w", name, err)
+	}
+	return t, pub, nil
 }
 
 // Register adds a factory under name. It panics if name is empty or already

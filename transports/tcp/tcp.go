@@ -300,3 +300,10 @@ func wrapErr(op string, err error) error {
 	}
 	return &opError{op: op, kind: kind, err: err}
 }
+
+// ServerFactory builds the gateway side of the plain TCP transport. It takes
+// no parameters and keeps no state, and clients need no parameters.
+func ServerFactory(p transport.Params, _ string) (transport.Transport, transport.Params, error) {
+	t, err := Factory(p)
+	return t, nil, err
+}

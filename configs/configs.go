@@ -166,21 +166,67 @@ func decodeStrict(b []byte, v any) error {
 // with their full path rather than the decoder's Go type names.
 type schema map[string]schema
 
+// Leaf markers: the value must be a scalar of this kind.
+var (
+	durationLeaf = schema{"<duration>": nil}
+	intLeaf      = schema{"<int>": nil}
+	floatLeaf    = schema{"<float>": nil}
+	stringLeaf   = schema{"<string>": nil}
+)
+
 func reflectFields() schema {
-	listen := schema{"transport": nil, "address": nil, "public": nil, "params": {"*": nil}}
+	listen := schema{"transport": stringLeaf, "address": stringLeaf, "public": stringLeaf, "params": {"*": nil}}
 	return schema{
 		"listen":       {"[]": listen},
-		"inbox":        {"ttl": nil, "quota": nil},
-		"registration": {"code_ttl": nil},
-		"handshake":    {"timeout": nil, "max_skew": nil, "rate": nil, "burst": nil, "max_conns": nil},
-		"session":      {"keepalive": nil, "idle_timeout": nil},
-		"log":          {"level": nil, "format": nil},
+		"inbox":        {"ttl": durationLeaf, "quota": intLeaf},
+		"registration": {"code_ttl": durationLeaf},
+		"handshake":    {"timeout": durationLeaf, "max_skew": durationLeaf, "rate": floatLeaf, "burst": intLeaf, "max_conns": intLeaf},
+		"session":      {"keepalive": durationLeaf, "idle_timeout": durationLeaf},
+		"log":          {"level": stringLeaf, "format": stringLeaf},
 	}
+}
+
+func checkLeaf(n *yaml.Node, path string, s schema) (bool, error) {
+	var kind string
+	for k := range s {
+		if strings.HasPrefix(k, "<") {
+			kind = k
+		}
+	}
+	if kind == "" {
+		return false, nil
+	}
+	fail := func(want string) error {
+		return &FieldError{Field: path, Line: n.Line, Err: fmt.Errorf("want %s, got %q", want, n.Value)}
+	}
+	if n.Kind != yaml.ScalarNode {
+		return true, &FieldError{Field: path, Line: n.Line, Err: fmt.Errorf("want a single %s value", strings.Trim(kind, "<>"))}
+	}
+	switch kind {
+	case "<duration>":
+		if _, err := time.ParseDuration(n.Value); err != nil {
+			return true, fail("a duration such as 30s")
+		}
+	case "<int>":
+		var v int
+		if n.Decode(&v) != nil {
+			return true, fail("an integer")
+		}
+	case "<float>":
+		var v float64
+		if n.Decode(&v) != nil {
+			return true, fail("a number")
+		}
+	}
+	return true, nil
 }
 
 func checkFields(n *yaml.Node, path string, s schema) error {
 	if s == nil {
 		return nil
+	}
+	if leaf, err := checkLeaf(n, path, s); leaf {
+		return err
 	}
 	switch n.Kind {
 	case yaml.MappingNode:

@@ -79,3 +79,19 @@ func FuzzParseGateway(f *testing.F) {
 		}
 	})
 }
+
+func TestValueErrorsNameTheField(t *testing.T) {
+	tests := []struct{ yaml, field string }{
+		{"inbox:\n  ttl: 5\n", "inbox.ttl"},
+		{"inbox:\n  quota: many\n", "inbox.quota"},
+		{"handshake:\n  rate: fast\n", "handshake.rate"},
+		{"listen:\n  - transport: [tcp]\n    address: 127.0.0.1:1\n", "listen[0].transport"},
+	}
+	for _, tc := range tests {
+		_, err := ParseGateway([]byte(tc.yaml))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || fe.Line == 0 {
+			t.Errorf("%q: error = %v, want a FieldError for %s with a line", tc.yaml, err, tc.field)
+		}
+	}
+}

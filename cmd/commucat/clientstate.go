@@ -108,7 +108,7 @@ func loadClient(dirFlag string) (*clientState, error) {
 func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, eps []invite.Endpoint, f *clientFlags, log *slog.Logger) (*session.Session, invite.Endpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	return client.Dial(ctx, client.Config{
+	s, ep, err := client.Dial(ctx, client.Config{
 		Static:     key,
 		Gateway:    gw,
 		Endpoints:  eps,
@@ -117,4 +117,8 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, eps []i
 		Session:    session.Config{Logger: log},
 		Logger:     log,
 	})
+	if err != nil {
+		return nil, ep, fmt.Errorf("cannot reach the gateway: %w", err)
+	}
+	return s, ep, nil
 }

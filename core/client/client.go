@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"syscall"
 	"time"
 
 	"github.com/commucat/commucat/core/handshake"
@@ -62,7 +64,7 @@ func Dial(ctx context.Context, cfg Config) (*session.Session, invite.Endpoint, e
 			return s, ep, nil
 		}
 		log.Debug("endpoint failed", "transport", ep.Transport, "err", err)
-		errs = append(errs, fmt.Errorf("%s: %w", ep.Transport, err))
+		errs = append(errs, &AttemptError{Endpoint: ep, Err: err})
 		if ctx.Err() != nil {
 			break
 		}
@@ -76,6 +78,35 @@ func Dial(ctx context.Context, cfg Config) (*session.Session, invite.Endpoint, e
 	return nil, invite.Endpoint{}, fmt.Errorf("%w: %w", ErrNoEndpoint, errors.Join(errs...))
 }
 
+// AttemptError is why one endpoint could not be used.
+type AttemptError struct {
+	Endpoint invite.Endpoint
+	Err      error
+}
+
+// Error says in plain words what went wrong with the endpoint; Unwrap gives
+// the full chain.
+func (e *AttemptError) Error() string {
+	where := e.Endpoint.Transport + " " + e.Endpoint.Addr
+	var he *handshakeError
+	switch {
+	case errors.As(e.Err, &he) && (errors.Is(he.err, io.EOF) || errors.Is(he.err, io.ErrUnexpectedEOF) || errors.Is(he.err, syscall.ECONNRESET)):
+		return where + ": the gateway closed the connection during the handshake (the invite's gateway key is wrong, the gateway refused us, or the connection is being interfered with)"
+	case errors.Is(e.Err, transport.ErrRefused):
+		return where + ": connection refused (is the gateway running?)"
+	case errors.Is(e.Err, transport.ErrTimeout), errors.Is(e.Err, context.DeadlineExceeded):
+		return where + ": timed out"
+	}
+	return where + ": " + e.Err.Error()
+}
+
+func (e *AttemptError) Unwrap() error { return e.Err }
+
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return "handshake: " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
 func attempt(ctx context.Context, cfg Config, ep invite.Endpoint) (*session.Session, error) {
 	t, err := cfg.Transports.New(ep.Transport, transport.Params(ep.Params))
 	if err != nil {
@@ -85,7 +116,7 @@ func attempt(ctx context.Context, cfg Config, ep invite.Endpoint) (*session.Sess
 	defer cancel()
 	conn, err := t.Dial(actx, ep.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+		return nil, err
 	}
 	res, err := handshake.Client(actx, conn, handshake.ClientConfig{
 		Static:       cfg.Static,
@@ -94,7 +125,7 @@ func attempt(ctx context.Context, cfg Config, ep invite.Endpoint) (*session.Sess
 	})
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("handshake: %w", err)
+		return nil, &handshakeError{err}
 	}
 	keys := session.Keys{Send: res.SendKey, Recv: res.RecvKey}
 	res.Wipe()

@@ -33,7 +33,6 @@ type clientState struct {
 	key     *handshake.StaticKey
 	info    gatewayInfo
 	gateway [32]byte
-	cert    *handshake.Certificate
 }
 
 func (c *clientState) wipe() { c.key.Wipe() }

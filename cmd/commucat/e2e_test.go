@@ -71,9 +71,8 @@ type proc struct {
 
 // outputs collects everything every process printed, for the secrets check.
 type outputs struct {
-	mu   sync.Mutex
-	all  []*proc
-	text []string // outputs of finished short commands: name, then text
+	mu  sync.Mutex
+	all []*proc
 }
 
 func (o *outputs) add(p *proc) {

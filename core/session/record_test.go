@@ -393,7 +393,7 @@ func TestRekeyAfterTime(t *testing.T) {
 		if rec := sealAll(t, s, nil)[0]; rec[3] != 0 {
 			t.Fatalf("epoch %d before RekeyAfter, want 0", rec[3])
 		}
-		time.Sleep(1)
+		time.Sleep(time.Nanosecond) // synctest: exactly RekeyAfter has passed
 		if rec := sealAll(t, s, nil)[0]; rec[3] != 1 {
 			t.Fatalf("epoch %d after RekeyAfter, want 1", rec[3])
 		}

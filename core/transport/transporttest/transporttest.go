@@ -515,7 +515,7 @@ func testAccept(t *testing.T, e *env) {
 		defer cancel()
 		done := spawn(func() error {
 			if c, err := e.ln.Accept(ctx); !isCanceled(err) {
-				return fmt.Errorf("Accept = %v, %v; want context.Canceled", c, err)
+				return fmt.Errorf("accept = %v, %v; want context.Canceled", c, err)
 			}
 			return nil
 		})
@@ -542,7 +542,7 @@ func testAccept(t *testing.T, e *env) {
 		ln := e.listen(t)
 		done := spawn(func() error {
 			if c, err := ln.Accept(e.ctx); !errors.Is(err, transport.ErrClosed) {
-				return fmt.Errorf("Accept = %v, %v; want transport.ErrClosed", c, err)
+				return fmt.Errorf("accept = %v, %v; want transport.ErrClosed", c, err)
 			}
 			return nil
 		})

@@ -37,6 +37,7 @@ var (
 	errTransportClosed = errors.New("kcp: transport closed")
 	errListenerClosed  = errors.New("kcp: listener closed")
 	errBusy            = errors.New("kcp: accept queue full")
+	errReplaced        = errors.New("kcp: a new connection from the same address replaced this one")
 )
 
 // pastDeadline wakes a blocked kcp-go operation.
@@ -73,6 +74,7 @@ type conn struct {
 	localClosed bool // Close was called
 	peerFin     bool // the peer's FIN arrived
 	needFinAck  bool // a FIN_ACK is owed
+	finSent     bool // our FIN was written
 	finAcked    bool // our FIN was acknowledged
 	peerReset   bool // a reset arrived
 	err         error
@@ -228,8 +230,13 @@ func (c *conn) readLoop() {
 			c.wakeControl()
 		case frameFinAck:
 			c.mu.Lock()
-			c.finAcked = true
+			sent := c.finSent
+			c.finAcked = sent
 			c.mu.Unlock()
+			if !sent {
+				c.teardown(fmt.Errorf("%w: fin_ack before fin", errProtocol), true)
+				return
+			}
 			c.wakeControl()
 		case framePing:
 		default:
@@ -246,7 +253,6 @@ func (c *conn) controlLoop() {
 	ticker := time.NewTicker(c.t.cfg.KeepAlive)
 	defer ticker.Stop()
 	var linger <-chan time.Time
-	finSent := false
 	for {
 		select {
 		case <-c.done:
@@ -265,7 +271,7 @@ func (c *conn) controlLoop() {
 		case <-c.wake:
 		}
 		c.mu.Lock()
-		needAck, local, peerFin, acked, reset := c.needFinAck, c.localClosed, c.peerFin, c.finAcked, c.peerReset
+		needAck, local, peerFin, acked, reset, finSent := c.needFinAck, c.localClosed, c.peerFin, c.finAcked, c.peerReset, c.finSent
 		c.needFinAck = false
 		c.mu.Unlock()
 		if reset {
@@ -273,6 +279,10 @@ func (c *conn) controlLoop() {
 			return
 		}
 		if needAck {
+			// The FIN_ACK goes out twice: straight to the socket, because
+			// kcp-go drops what it has not sent yet when the session closes
+			// right after, and in the stream, where KCP retransmits it.
+			c.sendRaw(oobFinAck)
 			if err := c.writeControl(frameFinAck, nil); err != nil {
 				c.teardown(err, true)
 				return
@@ -286,7 +296,9 @@ func (c *conn) controlLoop() {
 			return
 		}
 		if !finSent {
-			finSent = true
+			c.mu.Lock()
+			c.finSent = true
+			c.mu.Unlock()
 			if err := c.writeControl(frameFin, nil); err != nil {
 				c.teardown(err, true)
 				return
@@ -354,7 +366,7 @@ func (c *conn) teardown(why error, reset bool) {
 		c.err = why
 		c.mu.Unlock()
 		if reset {
-			c.sendReset()
+			c.sendRaw(oobReset)
 		}
 		close(c.done)
 		c.sess.Close() //nolint:errcheck // fails only when already closed
@@ -362,12 +374,12 @@ func (c *conn) teardown(why error, reset bool) {
 	})
 }
 
-// sendReset writes a reset straight to the socket: kcp-go's own SendOOB
-// queue is discarded when the session closes.
-func (c *conn) sendReset() {
+// sendRaw writes an out-of-band packet of kind straight to the socket:
+// kcp-go's own SendOOB queue is discarded when the session closes.
+func (c *conn) sendRaw(kind byte) {
 	var nonce [aeadNonceLen]byte
 	rand.Read(nonce[:]) //nolint:errcheck // crypto/rand.Read never fails
-	pkt := sealOOB(c.t.aead, nonce[:], c.sess.GetConv(), []byte{oobReset})
+	pkt := sealOOB(c.t.aead, nonce[:], c.sess.GetConv(), []byte{kind})
 	c.pc.WriteTo(pkt, c.raddr) //nolint:errcheck // best effort
 }
 
@@ -388,6 +400,16 @@ func (c *conn) onOOB(p []byte) {
 		c.peerReset = true
 		c.mu.Unlock()
 		c.wakeControl()
+	case oobFinAck:
+		c.mu.Lock()
+		sent := c.finSent // a FIN_ACK before our FIN can only be a replay
+		if sent {
+			c.finAcked = true
+		}
+		c.mu.Unlock()
+		if sent {
+			c.wakeControl()
+		}
 	}
 }
 
@@ -399,7 +421,7 @@ func (c *conn) endErr(op string) error {
 	switch {
 	case local, why == nil:
 		return closedErr(op)
-	case errors.Is(why, errReset), errors.Is(why, errLinger), errors.Is(why, errProtocol):
+	case errors.Is(why, errReset), errors.Is(why, errLinger), errors.Is(why, errProtocol), errors.Is(why, errReplaced):
 		return &opError{op: op, kind: transport.ErrRefused, err: why}
 	case errors.Is(why, errIdle):
 		return &opError{op: op, kind: transport.ErrTimeout, err: why}

@@ -24,6 +24,7 @@ const (
 const (
 	oobDatagram byte = 0x00
 	oobReset    byte = 0x01
+	oobFinAck   byte = 0x02
 )
 
 // Sizes on the wire.

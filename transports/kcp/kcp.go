@@ -34,14 +34,19 @@
 // Datagrams and resets travel as kcp-go out-of-band packets (FEC type
 // 0xf3: seqid 0xffffffff, then conv u32le | kind u8 | payload), which are
 // neither retransmitted nor ordered: kind 0x00 is a datagram, 0x01 a reset
-// (the sender dropped the connection). A captured out-of-band packet can be
-// replayed within its connection, so datagrams may arrive twice.
+// (the sender dropped the connection), 0x02 a copy of a FIN_ACK (kcp-go
+// discards stream data it has not sent yet when a session closes, so the
+// last word of a close is also written straight to the socket). A captured
+// out-of-band packet can be replayed within its connection, so datagrams
+// may arrive twice.
 //
 // A server answers a packet from an unknown address only if it
 // authenticates, starts the KCP stream (the PUSH segment with sequence
 // number 0) with a HELLO whose clock is within two minutes of the server's,
 // and carries a nonce not seen in that time. Probes and replayed packets get
-// no answer at all.
+// no answer at all. Such a first packet from the address of an existing
+// connection with another conversation ID replaces that connection: a
+// client restarted behind the same NAT mapping is not locked out.
 //
 // # Connections
 //

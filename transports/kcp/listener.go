@@ -84,7 +84,7 @@ func (l *listener) readLoop() {
 		l.mu.Lock()
 		vc := l.sessions[ap]
 		l.mu.Unlock()
-		if vc != nil {
+		if vc != nil && !(n == firstPacketLen && l.replaces(vc, buf[:n], scratch)) {
 			vc.deliver(buf[:n])
 			continue
 		}
@@ -96,6 +96,29 @@ func (l *listener) isReleased() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.released
+}
+
+// firstPacketLen is the size of a client's first packet: nonce, FEC header,
+// one KCP segment holding the HELLO frame, tag.
+const firstPacketLen = aeadNonceLen + fecHeaderLen + kcpOverhead + frameHeaderLen + helloLen + aeadOverhead
+
+// replaces reports whether pkt, from the address of vc's session, opens a
+// new connection rather than belonging to vc's: a client that reuses the
+// address of one that vanished (a restarted client behind the same NAT
+// mapping, a recycled port). If so it drops vc's connection, without a
+// reset, which would reach the new client. Only packets of the size of a
+// first packet are checked, which keeps decryption off the data path.
+func (l *listener) replaces(vc *vconn, pkt, scratch []byte) bool {
+	fp, err := parseFirstPacket(l.t.aead, pkt, scratch)
+	if err != nil || fp.Conv == vc.conv {
+		return false
+	}
+	if c := vc.c.Load(); c != nil {
+		c.teardown(errReplaced, false)
+	} else {
+		l.remove(vc)
+	}
+	return true
 }
 
 // open starts a connection for an opening packet from ap, and ignores any
@@ -110,7 +133,7 @@ func (l *listener) open(pkt []byte, ap netip.AddrPort, scratch []byte) {
 		l.t.log.Debug("ignoring a hello with a skewed clock", "skew", now.Sub(time.Unix(fp.Hello.Time, 0)))
 		return
 	}
-	vc := &vconn{l: l, raddr: net.UDPAddrFromAddrPort(ap), key: ap}
+	vc := &vconn{l: l, raddr: net.UDPAddrFromAddrPort(ap), key: ap, conv: fp.Conv}
 	l.mu.Lock()
 	switch {
 	case l.closed:
@@ -136,6 +159,7 @@ func (l *listener) open(pkt []byte, ap netip.AddrPort, scratch []byte) {
 	l.t.tune(sess)
 	c := newConn(l.t, sess, l.udp, vc.raddr)
 	c.ln = l
+	vc.c.Store(c)
 	if !l.t.start(c) {
 		return
 	}
@@ -240,6 +264,8 @@ type vconn struct {
 	l     *listener
 	raddr *net.UDPAddr
 	key   netip.AddrPort
+	conv  uint32
+	c     atomic.Pointer[conn]
 	recv  atomic.Pointer[func(b []byte, addr net.Addr, err error)]
 }
 

@@ -88,7 +88,7 @@ func newRegisterCmd() *cobra.Command {
 				return err
 			}
 			defer key.Wipe()
-			s, ep, err := connect(cmd.Context(), key, in.Gateway, in.Endpoints, &f, log)
+			s, ep, err := connect(cmd.Context(), key, in.Gateway, in.Padding, in.Endpoints, &f, log)
 			if err != nil {
 				return err
 			}
@@ -116,6 +116,7 @@ func newRegisterCmd() *cobra.Command {
 			info := gatewayInfo{
 				Gateway:   handshake.FormatPublic(in.Gateway),
 				Signing:   base64.RawURLEncoding.EncodeToString(in.Signing),
+				Padding:   in.Padding,
 				Endpoints: in.Endpoints,
 				User:      cert.User,
 			}
@@ -164,7 +165,7 @@ func newSendCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, _, err := connect(cmd.Context(), cs.key, cs.gateway, cs.info.Endpoints, &f, log)
+			s, _, err := connect(cmd.Context(), cs.key, cs.gateway, cs.info.Padding, cs.info.Endpoints, &f, log)
 			if err != nil {
 				return err
 			}
@@ -268,7 +269,7 @@ func listenLoop(ctx context.Context, cs *clientState, f *clientFlags, log *slog.
 	const maxBackoff = 30 * time.Second
 	backoff := 500 * time.Millisecond
 	for ctx.Err() == nil {
-		s, ep, err := connect(ctx, cs.key, cs.gateway, cs.info.Endpoints, f, log)
+		s, ep, err := connect(ctx, cs.key, cs.gateway, cs.info.Padding, cs.info.Endpoints, f, log)
 		if err == nil {
 			log.Info("listening", "transport", ep.Transport)
 			backoff = 500 * time.Millisecond

@@ -14,6 +14,7 @@ import (
 	"github.com/commucat/commucat/core/client"
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
+	"github.com/commucat/commucat/core/padding"
 	"github.com/commucat/commucat/core/session"
 	"github.com/spf13/cobra"
 )
@@ -23,6 +24,7 @@ import (
 type gatewayInfo struct {
 	Gateway   string            `json:"gateway"`
 	Signing   string            `json:"signing"`
+	Padding   string            `json:"padding,omitempty"`
 	Endpoints []invite.Endpoint `json:"endpoints"`
 	User      string            `json:"user,omitempty"`
 }
@@ -103,11 +105,12 @@ func loadClient(dirFlag string) (*clientState, error) {
 	return c, nil
 }
 
-// connect opens a session to the gateway described by info.
-func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, eps []invite.Endpoint, f *clientFlags, log *slog.Logger) (*session.Session, invite.Endpoint, error) {
+// connect opens a session to the gateway: gw is its key, pad its padding
+// profile seed (may be empty), eps its endpoints.
+func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad string, eps []invite.Endpoint, f *clientFlags, log *slog.Logger) (*session.Session, invite.Endpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	s, ep, err := client.Dial(ctx, client.Config{
+	cfg := client.Config{
 		Static:     key,
 		Gateway:    gw,
 		Endpoints:  eps,
@@ -115,7 +118,15 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, eps []i
 		Only:       f.transport,
 		Session:    session.Config{Logger: log},
 		Logger:     log,
-	})
+	}
+	if pad != "" {
+		p, err := padding.Parse(pad)
+		if err != nil {
+			return nil, invite.Endpoint{}, fmt.Errorf("gateway padding profile: %w", err)
+		}
+		cfg.Pad, cfg.Session.Pad = p.Handshake, p.Record
+	}
+	s, ep, err := client.Dial(ctx, cfg)
 	if err != nil {
 		return nil, ep, fmt.Errorf("cannot reach the gateway: %w", err)
 	}

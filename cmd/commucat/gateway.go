@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/commucat/commucat/core/gateway"
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
+	"github.com/commucat/commucat/core/padding"
 	"github.com/commucat/commucat/core/session"
 	"github.com/commucat/commucat/core/transport"
 	"github.com/commucat/commucat/transports/tcp"
@@ -111,10 +113,11 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// gatewayKeys are the gateway's long-term keys.
+// gatewayKeys are the gateway's long-term keys and its padding profile.
 type gatewayKeys struct {
 	static  *handshake.StaticKey
 	signing *handshake.SigningKey
+	padding padding.Profile
 }
 
 func (k *gatewayKeys) wipe() {
@@ -132,7 +135,39 @@ func loadGatewayKeys(dir string) (*gatewayKeys, bool, error) {
 		static.Wipe()
 		return nil, false, err
 	}
-	return &gatewayKeys{static: static, signing: signing}, created1 || created2, nil
+	pad, err := loadOrCreatePadding(filepath.Join(dir, paddingFile))
+	if err != nil {
+		static.Wipe()
+		signing.Wipe()
+		return nil, false, err
+	}
+	return &gatewayKeys{static: static, signing: signing, padding: pad}, created1 || created2, nil
+}
+
+// loadOrCreatePadding reads the gateway's padding-profile seed, creating it
+// on first use. The seed is public (invites carry it) but is kept 0600 like
+// everything in the state directory.
+func loadOrCreatePadding(path string) (padding.Profile, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		p, err := padding.Parse(strings.TrimSpace(string(b)))
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", path, err)
+		}
+		return p, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return padding.Profile{}, err
+	}
+	seed, err := padding.NewSeed()
+	if err != nil {
+		return padding.Profile{}, err
+	}
+	p := padding.New(seed)
+	if err := writeFileAtomic(path, []byte(p.String()+"\n")); err != nil {
+		return p, err
+	}
+	return p, nil
 }
 
 func openGatewayStore(dir string) (*store.SQLite, error) {
@@ -215,10 +250,12 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 		Rate:             cfg.Handshake.Rate,
 		Burst:            cfg.Handshake.Burst,
 		MaxConns:         cfg.Handshake.MaxConns,
+		Pad:              keys.padding.Handshake,
 		Session: session.Config{
 			KeepAlive:   cfg.Session.KeepAlive.D(),
 			IdleTimeout: cfg.Session.IdleTimeout.D(),
 			Logger:      log,
+			Pad:         keys.padding.Record,
 		},
 		Logger:        log,
 		UnsafeLogging: unsafeLogging,

@@ -67,6 +67,7 @@ contains a secret: hand it over privately.`,
 			in := invite.Invite{
 				Gateway:   keys.static.Public(),
 				Signing:   keys.signing.Public(),
+				Padding:   keys.padding.String(),
 				Endpoints: eps,
 				Code:      code,
 				Expires:   expires,

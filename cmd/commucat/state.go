@@ -13,6 +13,7 @@ const (
 	gatewayDBFile    = "gateway.db"     // SQLite store
 	endpointsFile    = "endpoints.json" // addresses the running gateway bound
 	gatewayConfigYML = "gateway.yaml"   // optional config, read when present
+	paddingFile      = "padding.seed"   // padding-profile seed, public
 )
 
 // Files in a client's state directory.

@@ -1,10 +1,11 @@
 // Package invite encodes and parses the one-line invites that a gateway
 // operator hands to a new user:
 //
-//	commucat://invite?v=1&gw=<noise key>&sig=<signing key>&t=<endpoint>&t=...&code=<code>&exp=<unix>
+//	commucat://invite?v=1&gw=<noise key>&sig=<signing key>&pad=<seed>&t=<endpoint>&t=...&code=<code>&exp=<unix>
 //
 // gw is the gateway's Noise static X25519 public key and sig its Ed25519
-// certificate-signing key, both base64url without padding. Each t names one
+// certificate-signing key, both base64url without padding. pad is the
+// gateway's padding-profile seed (see core/padding), optional. Each t names one
 // endpoint as transport@host:port, optionally followed by ;key=value
 // transport parameters (values query-escaped), in the order the client
 // should try them. code is a single-use registration code and exp its expiry
@@ -71,6 +72,7 @@ func (e Endpoint) String() string {
 type Invite struct {
 	Gateway   [32]byte          // Noise static public key
 	Signing   ed25519.PublicKey // certificate-signing public key
+	Padding   string            // padding-profile seed (core/padding), or empty
 	Endpoints []Endpoint
 	Code      string    // registration code, secret; empty if none
 	Expires   time.Time // expiry of Code
@@ -97,6 +99,9 @@ func (in Invite) String() string {
 	b.WriteString(Scheme + "://invite?v=" + strconv.Itoa(Version))
 	b.WriteString("&gw=" + b64(in.Gateway[:]))
 	b.WriteString("&sig=" + b64(in.Signing))
+	if in.Padding != "" {
+		b.WriteString("&pad=" + url.QueryEscape(in.Padding))
+	}
 	for _, e := range in.Endpoints {
 		b.WriteString("&t=" + url.QueryEscape(e.String()))
 	}
@@ -128,7 +133,7 @@ func Parse(line string) (Invite, error) {
 	}
 	for k, v := range q {
 		switch k {
-		case "v", "gw", "sig", "code", "exp":
+		case "v", "gw", "sig", "pad", "code", "exp":
 			if len(v) != 1 {
 				return in, invalid("field %s given %d times", k, len(v))
 			}
@@ -150,6 +155,12 @@ func Parse(line string) (Invite, error) {
 		return in, invalid("sig: want a 32-byte base64url key")
 	}
 	in.Signing = ed25519.PublicKey(sig)
+	if q.Has("pad") {
+		in.Padding = q.Get("pad")
+		if in.Padding == "" || len(in.Padding) > 64 {
+			return in, invalid("pad: empty or too long")
+		}
+	}
 	if len(q["t"]) == 0 {
 		return in, invalid("no endpoint (t=)")
 	}

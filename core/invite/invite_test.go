@@ -24,6 +24,7 @@ func sample() Invite {
 	return Invite{
 		Gateway: gw,
 		Signing: sig,
+		Padding: "AQAAAAAAAAAAAAAAAAAAAA",
 		Endpoints: []Endpoint{
 			{Transport: "tcp", Addr: "127.0.0.1:7443"},
 			{Transport: "quic", Addr: "[::1]:7444", Params: map[string]string{"pin": "ab+/=;&c", "alpn": "h3"}},

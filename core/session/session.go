@@ -74,6 +74,15 @@ type Config struct {
 	RecvQueue int
 	// Logger receives debug events. If nil, nothing is logged.
 	Logger *slog.Logger
+	// Pad returns how many bytes of padding to add to the record-th record
+	// this side sends (counting from 0), whose frames take n bytes. The
+	// padding travels as a Padding frame inside the record, so it is
+	// encrypted and authenticated like everything else. Results at or
+	// below zero add nothing; results are capped at the Padding frame's
+	// limit. If nil, records are not padded. CommuCat pads the first few
+	// records of a session so that their lengths do not give the tunnel
+	// away (see core/padding).
+	Pad func(record uint64, n int) int
 }
 
 // Validate reports a field that cannot be used: a negative duration or
@@ -158,6 +167,7 @@ type Session struct {
 	pbuf     []byte  // plaintext being packed; guarded by writeSem
 	wbuf     []byte  // sealed records to write; guarded by writeSem
 	unsent   uint64  // records in wbuf; guarded by writeSem
+	sealed   uint64  // records sealed so far; guarded by writeSem
 	broken   error   // a write failed part-way; guarded by writeSem
 
 	opener *Opener // used by the reader goroutine only
@@ -448,6 +458,12 @@ func (s *Session) send(ctx context.Context, final bool, fs []frame.Frame) error 
 
 // sealPacked seals the packed plaintext into one record in wbuf.
 func (s *Session) sealPacked() error {
+	if s.cfg.Pad != nil {
+		if n := min(s.cfg.Pad(s.sealed, len(s.pbuf)), frame.Padding.MaxPayload()); n > 0 {
+			s.pbuf = appendPadding(s.pbuf, n)
+		}
+	}
+	s.sealed++
 	var err error
 	s.wbuf, _, err = s.sealer.Seal(s.wbuf, s.pbuf)
 	s.pbuf = s.pbuf[:0]
@@ -462,6 +478,13 @@ func (s *Session) sealPacked() error {
 		s.log.Debug("send key rekeyed", "epoch", s.sealer.Epoch())
 	}
 	return nil
+}
+
+// appendPadding appends a Padding frame with n zero bytes of payload (n is
+// within the Padding limit, so Append cannot fail).
+func appendPadding(dst []byte, n int) []byte {
+	dst, _ = frame.Append(dst, frame.Frame{Type: frame.Padding, Payload: make([]byte, n)})
+	return dst
 }
 
 type writeDeadliner interface {

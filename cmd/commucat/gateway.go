@@ -24,18 +24,11 @@ import (
 	"github.com/commucat/commucat/core/padding"
 	"github.com/commucat/commucat/core/session"
 	"github.com/commucat/commucat/core/transport"
-	"github.com/commucat/commucat/transports/tcp"
 	"github.com/spf13/cobra"
 )
 
 // certLifetime is how long a device certificate is valid.
 const certLifetime = 365 * 24 * time.Hour
-
-func newRegistry() *transport.Registry {
-	r := new(transport.Registry)
-	r.Register("tcp", tcp.Factory)
-	return r
-}
 
 func newGatewayCmd() *cobra.Command {
 	var (
@@ -235,12 +228,18 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 
 	reg := newRegistry()
 	var eps []gateway.Endpoint
+	var public []transport.Params
 	for i, l := range cfg.Listen {
-		t, err := reg.New(l.Transport, transport.Params(l.Params))
+		tdir := filepath.Join(dir, "transports", l.Transport)
+		if err := os.MkdirAll(tdir, 0o700); err != nil {
+			return fmt.Errorf("transport state: %w", err)
+		}
+		t, pub, err := reg.NewServer(l.Transport, transport.Params(l.Params), tdir)
 		if err != nil {
-			return fmt.Errorf("config: listen[%d].transport: %w", i, err)
+			return fmt.Errorf("config: listen[%d] (%s): %w", i, l.Transport, err)
 		}
 		eps = append(eps, gateway.Endpoint{Transport: t, Addr: l.Address})
+		public = append(public, pub)
 	}
 	srv, err := gateway.New(gateway.Config{
 		Static:           keys.static,
@@ -274,7 +273,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 		if pub == "" {
 			pub = a.String()
 		}
-		bound[i] = invite.Endpoint{Transport: l.Transport, Addr: pub, Params: nil}
+		bound[i] = invite.Endpoint{Transport: l.Transport, Addr: pub, Params: public[i]}
 	}
 	if err := writeEndpoints(dir, bound); err != nil {
 		return err

@@ -143,16 +143,15 @@ func readFrame(r *bufio.Reader) (typ byte, payload []byte, err error) {
 //	KCP segment: conv u32le | cmd u8 | frg u8 | wnd u16le | ts u32le |
 //	             sn u32le | una u32le | len u32le | data
 const (
-	fecHeaderLen   = 8
-	fecTypeData    = 0xf1
-	kcpOverhead    = 24
-	kcpCmdPush     = 81
-	fecTypeOOB     = 0xf3
-	fecSeqidOOB    = 0xffffffff
-	convLen        = 4
-	aeadNonceLen   = 12
-	aeadOverhead   = 16
-	packetOverhead = aeadNonceLen + aeadOverhead + fecHeaderLen
+	fecHeaderLen = 8
+	fecTypeData  = 0xf1
+	kcpOverhead  = 24
+	kcpCmdPush   = 81
+	fecTypeOOB   = 0xf3
+	fecSeqidOOB  = 0xffffffff
+	convLen      = 4
+	aeadNonceLen = 12
+	aeadOverhead = 16
 )
 
 // firstPacket is what a connection-opening packet carries.

@@ -77,7 +77,8 @@ func connect(t testing.TB, client, server *Transport) (c, s net.Conn) {
 
 func TestConformance(t *testing.T) {
 	transporttest.Run(t, func(t *testing.T) (transport.Transport, transport.Transport, string) {
-		client, server := pair(t, nil)
+		// A short handshake timeout only speeds up DialClosedPort.
+		client, server := pair(t, func(c *Config) { c.HandshakeTimeout = 2 * time.Second })
 		return client, server, "127.0.0.1:0"
 	})
 }

@@ -82,10 +82,14 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -500,4 +504,52 @@ func (t *Transport) forgetListener(l *listener) {
 	t.mu.Lock()
 	delete(t.listeners, l)
 	t.mu.Unlock()
+}
+
+// KeyFile is where ServerFactory keeps the shared key, mode 0600.
+const KeyFile = "kcp.key"
+
+// ServerFactory builds the gateway side. The shared key is created in dir
+// on first use (KeyFile) and reused after; "datashards" and "parityshards"
+// tune the FEC. Clients get the key and the shard counts.
+func ServerFactory(p transport.Params, dir string) (transport.Transport, transport.Params, error) {
+	if _, ok := p["key"]; ok {
+		return nil, nil, fmt.Errorf("kcp: the key is generated in the state directory, not configured: %w", transport.ErrBadParams)
+	}
+	key, err := loadOrCreateKey(filepath.Join(dir, KeyFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	pub := transport.Params{"key": key}
+	for k, v := range p {
+		pub[k] = v
+	}
+	t, err := Factory(pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, pub, nil
+}
+
+func loadOrCreateKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		key := strings.TrimSpace(string(b))
+		if _, err := New(Config{Key: key}); err != nil {
+			return "", fmt.Errorf("kcp: %s: %w", path, err)
+		}
+		return key, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("kcp: %w", err)
+	}
+	key := NewKey()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("kcp: write key: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("kcp: write key: %w", err)
+	}
+	return key, nil
 }

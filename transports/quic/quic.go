@@ -459,3 +459,28 @@ func (t *Transport) forgetListener(l *listener) {
 	delete(t.listeners, l)
 	t.mu.Unlock()
 }
+
+// ServerFactory builds the gateway side: the certificate and key are
+// created in dir on first use and reused after (see LoadOrCreateCert).
+// Parameter "alpn" overrides DefaultALPN. Clients get "pin" (and "alpn" if
+// set).
+func ServerFactory(p transport.Params, dir string) (transport.Transport, transport.Params, error) {
+	for k := range p {
+		if k != "alpn" {
+			return nil, nil, fmt.Errorf("quic: unknown server parameter %s: %w", k, transport.ErrBadParams)
+		}
+	}
+	cert, pin, err := LoadOrCreateCert(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := New(Config{Certificate: &cert, ALPN: p["alpn"]})
+	if err != nil {
+		return nil, nil, err
+	}
+	pub := transport.Params{"pin": pin}
+	if p["alpn"] != "" {
+		pub["alpn"] = p["alpn"]
+	}
+	return t, pub, nil
+}

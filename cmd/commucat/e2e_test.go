@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -32,14 +33,65 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// freePort returns a loopback port that is free for both TCP and UDP at the
+// time of the call.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port for TCP and UDP")
+	return 0
+}
+
+// e2eTransport is one transport the end-to-end test runs over, with the
+// gateway-side parameters it needs.
+type e2eTransport struct {
+	name   string
+	params map[string]string
+}
+
+// e2eTransports are the built-in transports, each served by the gateway on
+// its own port.
+func e2eTransports() []e2eTransport {
+	return []e2eTransport{
+		{name: "tcp"},
+		{name: "quic"},
+		{name: "kcp"},
+	}
+}
+
+// gatewayConfig writes a configuration file serving every transport of
+// e2eTransports on its own loopback port, and returns its path.
+func gatewayConfig(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("listen:\n")
+	for _, tr := range e2eTransports() {
+		fmt.Fprintf(&b, "  - transport: %s\n    address: 127.0.0.1:%d\n", tr.name, freePort(t))
+		if len(tr.params) > 0 {
+			b.WriteString("    params:\n")
+			for k, v := range tr.params {
+				fmt.Fprintf(&b, "      %s: %q\n", k, v)
+			}
+		}
+	}
+	b.WriteString("log:\n  level: debug\n  format: json\n")
+	path := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return path
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer process and a reading test.
@@ -151,11 +203,10 @@ func mustRun(t *testing.T, o *outputs, bin, name string, args ...string) string 
 	return out
 }
 
-func startGateway(t *testing.T, o *outputs, bin, dir string, port int) *proc {
+func startGateway(t *testing.T, o *outputs, bin, dir, config string) *proc {
 	t.Helper()
-	p := start(t, o, bin, "gateway", "gateway", "--state", dir,
-		"--listen", "tcp@127.0.0.1:"+strconv.Itoa(port), "--log-level", "debug", "--log-format", "json")
-	p.waitFor(t, "listening: tcp 127.0.0.1:"+strconv.Itoa(port), 30*time.Second)
+	p := start(t, o, bin, "gateway", "gateway", "--state", dir, "--config", config)
+	p.waitFor(t, "make an invite", 30*time.Second)
 	return p
 }
 
@@ -201,11 +252,11 @@ func TestEndToEnd(t *testing.T) {
 	bin := buildBinary(t)
 	tmp := t.TempDir()
 	gwDir, aliceDir, bobDir := filepath.Join(tmp, "gw"), filepath.Join(tmp, "alice"), filepath.Join(tmp, "bob")
-	port := freePort(t)
 	o := new(outputs)
 	top := t // processes that outlive a subtest are owned by the test
+	config := gatewayConfig(t, tmp)
 
-	gw := startGateway(t, o, bin, gwDir, port)
+	gw := startGateway(t, o, bin, gwDir, config)
 	for _, f := range []string{"gateway.key", "signing.key", "gateway.db"} {
 		fi, err := os.Stat(filepath.Join(gwDir, f))
 		if err != nil || fi.Mode().Perm() != 0o600 {
@@ -256,11 +307,29 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	for _, tr := range e2eTransports() {
+		t.Run("over "+tr.name, func(t *testing.T) {
+			l := start(t, o, bin, "listen-"+tr.name, "listen", "--state", bobDir, "--json", "--count", "1", "--log-level", "info", "--transport", tr.name)
+			l.waitFor(t, "listening", 30*time.Second)
+			mustRun(t, o, bin, "send-"+tr.name, "send", "--state", aliceDir, "--to", "bob", "--transport", tr.name, "hello over "+tr.name)
+			if err := l.wait(t, 30*time.Second); err != nil {
+				t.Fatalf("listen: %v\n%s", err, l.stderr.String())
+			}
+			msgs := parseMessages(t, l.stdout.String())
+			if len(msgs) != 1 || msgs[0].Text != "hello over "+tr.name {
+				t.Fatalf("bob got %+v, want the message sent over %s", msgs, tr.name)
+			}
+			if !strings.Contains(l.stderr.String(), "transport="+tr.name) {
+				t.Fatalf("listen did not use %s: %s", tr.name, l.stderr.String())
+			}
+		})
+	}
+
 	t.Run("offline delivery across a gateway restart", func(t *testing.T) {
 		mustRun(t, o, bin, "send-offline-1", "send", "--state", aliceDir, "--to", "bob", "first while away")
 		mustRun(t, o, bin, "send-offline-2", "send", "--state", aliceDir, "--to", "bob", "second while away")
 		stopGateway(t, gw)
-		gw = startGateway(top, o, bin, gwDir, port)
+		gw = startGateway(top, o, bin, gwDir, config)
 		l := start(t, o, bin, "listen-offline", "listen", "--state", bobDir, "--json", "--count", "2")
 		if err := l.wait(t, 30*time.Second); err != nil {
 			t.Fatalf("listen: %v\n%s", err, l.stderr.String())
@@ -310,6 +379,26 @@ func TestEndToEnd(t *testing.T) {
 			secrets[f+" (hex)"] = hex.EncodeToString(raw[:32])
 			secrets[f+" (base64url)"] = base64.RawURLEncoding.EncodeToString(raw[:32])
 			secrets[f+" (raw)"] = string(raw[:32])
+		}
+		// Transport private keys (TLS keys in PEM, shared keys): every long
+		// base64 line of their files.
+		filepath.WalkDir(filepath.Join(gwDir, "transports"), func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".key") {
+				return nil
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, line := range strings.Split(string(b), "\n") {
+				if line = strings.TrimSpace(line); len(line) >= 32 && !strings.HasPrefix(line, "-----") {
+					secrets[fmt.Sprintf("%s line %d", path, i+1)] = line
+				}
+			}
+			return nil
+		})
+		if len(secrets) < 8 {
+			t.Fatalf("only %d secrets collected; the check would prove little", len(secrets))
 		}
 		for i, p := range o.all {
 			streams := map[string]string{"stderr": p.stderr.String()}

@@ -4,6 +4,7 @@ go 1.26.2
 
 require (
 	github.com/cloudflare/circl v1.6.5
+	github.com/coder/websocket v1.8.15
 	github.com/flynn/noise v1.1.0
 	github.com/google/go-cmp v0.7.0
 	github.com/quic-go/quic-go v0.65.0

@@ -149,6 +149,14 @@ func Summarize(raw []byte) (Summary, error) {
 	return parseClientHello(msg)
 }
 
+// Message returns the ClientHello handshake message (its 4-byte header
+// included) carried by raw: TLS handshake record(s) as Capture returns
+// them, or the bare message. It checks the framing as strictly as
+// Summarize but not the message body. The result does not alias raw.
+func Message(raw []byte) ([]byte, error) {
+	return handshakeMessage(raw)
+}
+
 func notHello(format string, args ...any) error {
 	return fmt.Errorf("fingerprint: %s: %w", fmt.Sprintf(format, args...), ErrNotClientHello)
 }

@@ -150,11 +150,6 @@ func newReplayCache(max int, skew time.Duration) *replayCache {
 // fresh at time now (within the skew and not seen before), and if so
 // records it.
 func (r *replayCache) check(id []byte, ts, now time.Time) bool {
-	if ts.Before(now.Add(-r.skew)) || ts.After(now.Add(r.skew)) {
-		return false
-	}
-	var key [sessionIDLen]byte
-	copy(key[:], id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// Forget entries from the front whose timestamps left the window: a
@@ -166,9 +161,11 @@ func (r *replayCache) check(id []byte, ts, now time.Time) bool {
 		delete(r.seen, r.order[0])
 		r.order = r.order[1:]
 	}
-	if ts.Unix() <= r.floor {
+	if ts.Before(now.Add(-r.skew)) || ts.After(now.Add(r.skew)) || ts.Unix() <= r.floor {
 		return false
 	}
+	var key [sessionIDLen]byte
+	copy(key[:], id)
 	if _, dup := r.seen[key]; dup {
 		return false
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -63,7 +64,7 @@ func newCover(t testing.TB) *cover {
 			}
 		}
 	}
-	c.Config.ErrorLog = nil
+	c.Config.ErrorLog = log.New(io.Discard, "", 0)
 	c.StartTLS()
 	t.Cleanup(c.Close)
 	return c

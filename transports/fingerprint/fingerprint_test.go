@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 }
 
 // listen opens a loopback TCP listener closed at cleanup.
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,7 +42,7 @@ func listen(t *testing.T) net.Listener {
 // captureFrom dials l with dial (which sends a ClientHello and may fail
 // once the server hangs up) and returns the raw hello the server side
 // captured.
-func captureFrom(t *testing.T, dial func(c net.Conn) error) []byte {
+func captureFrom(t testing.TB, dial func(c net.Conn) error) []byte {
 	t.Helper()
 	l := listen(t)
 	done := make(chan error, 1)
@@ -74,7 +74,7 @@ func captureFrom(t *testing.T, dial func(c net.Conn) error) []byte {
 }
 
 // utlsDial returns a dial func that sends h's hello for server name sni.
-func utlsDial(t *testing.T, h Hello, alpn []string) func(net.Conn) error {
+func utlsDial(t testing.TB, h Hello, alpn []string) func(net.Conn) error {
 	t.Helper()
 	return func(c net.Conn) error {
 		uc, err := h.Client(c, &utls.Config{ServerName: "cover.example", InsecureSkipVerify: true}, alpn)

@@ -188,12 +188,33 @@ var _ transport.Transport = (*Transport)(nil)
 // LogValue implements slog.LogValuer: a Transport holds secrets.
 func (*Transport) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
+// Validate reports the first problem with c, wrapping
+// transport.ErrBadParams and naming the invite parameter.
+func (c ClientConfig) Validate() error {
+	if c.PublicKey == nil {
+		return badParam("pbk", "no gateway public key")
+	}
+	return checkNames(c.ServerNames)
+}
+
+// Validate reports the first problem with c, wrapping
+// transport.ErrBadParams and naming the config parameter.
+func (c ServerConfig) Validate() error {
+	if c.Keys.Static == nil || c.Keys.Cert == nil {
+		return fmt.Errorf("reality: server: no keys: %w", transport.ErrBadParams)
+	}
+	if c.MaxSkew < 0 || c.HandshakeTimeout < 0 {
+		return fmt.Errorf("reality: server: negative MaxSkew or HandshakeTimeout: %w", transport.ErrBadParams)
+	}
+	if err := checkDest(c.Dest); err != nil {
+		return err
+	}
+	return checkNames(c.ServerNames)
+}
+
 // NewClient returns a client-side transport.
 func NewClient(c ClientConfig) (*Transport, error) {
-	if c.PublicKey == nil {
-		return nil, fmt.Errorf("reality: client: no public key: %w", transport.ErrBadParams)
-	}
-	if err := checkNames(c.ServerNames); err != nil {
+	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	c.ServerNames = slices.Clone(c.ServerNames)
@@ -202,13 +223,7 @@ func NewClient(c ClientConfig) (*Transport, error) {
 
 // NewServer returns a gateway-side transport.
 func NewServer(c ServerConfig) (*Transport, error) {
-	if c.Keys.Static == nil || c.Keys.Cert == nil {
-		return nil, fmt.Errorf("reality: server: no keys: %w", transport.ErrBadParams)
-	}
-	if err := checkDest(c.Dest); err != nil {
-		return nil, err
-	}
-	if err := checkNames(c.ServerNames); err != nil {
+	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	c.ServerNames = slices.Clone(c.ServerNames)
@@ -309,6 +324,21 @@ func checkKeys(p transport.Params, allowed ...string) error {
 // fingerprint preset name; default "chrome"; capture files are not
 // accepted here: use NewClient with fingerprint.FromFile).
 func Factory(p transport.Params) (transport.Transport, error) {
+	return newFromParams(p, nil)
+}
+
+// FactoryWithHello returns a Factory that builds clients sending h, a
+// local choice such as a browser's captured hello (fingerprint.FromFile),
+// in place of the invite's "fp" preset, which it still validates.
+func FactoryWithHello(h fingerprint.Hello) transport.Factory {
+	return func(p transport.Params) (transport.Transport, error) {
+		return newFromParams(p, &h)
+	}
+}
+
+// newFromParams builds a client from invite parameters, with hello
+// overriding "fp" if not nil.
+func newFromParams(p transport.Params, override *fingerprint.Hello) (transport.Transport, error) {
 	if err := checkKeys(p, "pbk", "sni", "sid", "fp"); err != nil {
 		return nil, err
 	}
@@ -323,6 +353,9 @@ func Factory(p transport.Params) (transport.Transport, error) {
 	hello, err := fingerprint.Preset(p["fp"])
 	if err != nil {
 		return nil, badParam("fp", "%v", err)
+	}
+	if override != nil {
+		hello = *override
 	}
 	return NewClient(ClientConfig{PublicKey: pub, ServerNames: splitNames(p["sni"]), ShortID: sid, Hello: hello})
 }

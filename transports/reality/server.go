@@ -14,6 +14,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/commucat/commucat/core/transport"
@@ -312,13 +313,20 @@ func (l *listener) relay(c net.Conn, buffered []byte) {
 	wg.Wait()
 }
 
-// pipe copies src to dst until src ends, then half-closes dst (or closes
-// both on an error, to end the other direction too).
+// pipe copies src to dst until src ends, then half-closes dst. On an
+// error it closes both, to end the other direction too, and passes a reset
+// from src on to dst as a reset, as the cover's own reset would reach a
+// prober talking to it directly.
 func pipe(dst, src net.Conn) {
 	_, err := io.Copy(dst, src)
 	if err == nil {
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 			return
+		}
+	}
+	if errors.Is(err, syscall.ECONNRESET) {
+		if tc, ok := dst.(*net.TCPConn); ok {
+			tc.SetLinger(0) //nolint:errcheck // best effort: a FIN instead
 		}
 	}
 	dst.Close()

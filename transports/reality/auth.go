@@ -24,11 +24,14 @@ const (
 	plainLen      = 16 // version, reserved, timestamp, short id
 	tagLen        = 16
 	nonceLen      = 12
-	ShortIDLen    = 8 // bytes of the short id ("sid", 16 hex digits)
 	kdfInfo       = "commucat reality v1"
 	certMACLabel  = "commucat reality v1 server"
 	derivedKeyLen = 64 // 32 bytes session id key, 32 bytes certificate MAC key
 )
+
+// ShortIDLen is the size of the short id (parameter "sid", up to 16 hex
+// digits; a shorter one is zero-padded).
+const ShortIDLen = 8
 
 // DefaultMaxSkew is how far a client's timestamp may be from the gateway's
 // clock, either way, if ServerConfig.MaxSkew is zero.

@@ -39,8 +39,9 @@
 // session id opens under kS with the gateway's short id, the timestamp is
 // within ±2 minutes of the gateway's clock, and that session id was not
 // accepted before (a bounded replay cache; see replayCache). Anything else
-// (a prober, a browser, a replayed hello, garbage, an empty connection
-// that sent at least one byte) is relayed: the gateway dials the cover
+// (a prober, a browser, a replayed hello, garbage) is relayed; a
+// connection that closes before sending a byte is simply closed. To relay,
+// the gateway dials the cover
 // ("dest") and copies both directions, starting with the buffered bytes,
 // so the peer completes TLS with the real site and sees its real
 // certificate and content.

@@ -1,6 +1,8 @@
 package obfs4
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -62,7 +64,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	var total int
 	for len(b) > 0 {
 		chunk := b[:min(len(b), maxWrite)]
-		n, err := c.oc.Write(chunk)
+		n, err := c.writeChunk(chunk)
 		if err != nil {
 			c.werr = wrapErr("write", err)
 			return total + min(n, len(chunk)), c.werr
@@ -72,6 +74,20 @@ func (c *conn) Write(b []byte) (int, error) {
 	}
 	return total, nil
 }
+
+// writeChunk hands b to the library, turning its panic in paranoid mode
+// (see the package doc) into an error.
+func (c *conn) writeChunk(b []byte) (n int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = 0, fmt.Errorf("%w: %v", errLibraryPanic, r)
+		}
+	}()
+	return c.oc.Write(b)
+}
+
+// errLibraryPanic wraps a panic of the library's Write.
+var errLibraryPanic = errors.New("library panic")
 
 // Close closes the connection. A second Close returns an error matching
 // net.ErrClosed.

@@ -48,6 +48,13 @@
 // a new one), as obfs4proxy does. The server returns "cert" and "iat-mode"
 // for its invites.
 //
+// The library's paranoid mode panics when a write length of 0 is drawn,
+// which about 3.5% of length-distribution seeds make possible. A server in
+// iat-mode 2 with such a seed gets a new seed at start (the cert stays);
+// a client cannot choose the seed it uses before the server's arrives, so
+// its Write turns the panic into an error and the connection is broken
+// for writing. Prefer "0" or "1".
+//
 // # State
 //
 // ServerFactory keeps the node ID, the identity key pair, the DRBG seed of
@@ -213,9 +220,17 @@ func ServerFactory(p transport.Params, dir string) (transport.Transport, transpo
 	if err := checkStateFile(dir); err != nil {
 		return nil, nil, err
 	}
-	sf, err := (&obfs4lib.Transport{}).ServerFactory(dir, &args)
+	lib := &obfs4lib.Transport{}
+	sf, err := lib.ServerFactory(dir, &args)
 	if err != nil {
 		return nil, nil, fmt.Errorf("obfs4: state in %s: %w", dir, err)
+	}
+	if reseeded, err := reseedIfNeeded(dir); err != nil {
+		return nil, nil, err
+	} else if reseeded {
+		if sf, err = lib.ServerFactory(dir, &args); err != nil {
+			return nil, nil, fmt.Errorf("obfs4: state in %s: %w", dir, err)
+		}
 	}
 	pub := sf.Args()
 	cert, _ := pub.Get(paramCert)

@@ -53,6 +53,7 @@ func newRoot() *cobra.Command {
 		newRegisterCmd(),
 		newSendCmd(),
 		newListenCmd(),
+		newFingerprintCmd(),
 	)
 	return root
 }

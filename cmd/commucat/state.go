@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -59,4 +60,21 @@ func stateDir(flag, role string) (string, error) {
 		return "", fmt.Errorf("state directory %s is accessible to other users (mode %04o); run: chmod 700 %s", dir, fi.Mode().Perm(), dir)
 	}
 	return dir, nil
+}
+
+// readSmallFile reads a file of at most max bytes.
+func readSmallFile(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
 }

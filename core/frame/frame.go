@@ -23,8 +23,9 @@
 // keep them in Frame.Flags and otherwise ignore them.
 //
 // The control payloads (Ack, Ping and Pong, Error, Close) have their own
-// codecs in this package: AckPayload, PingPayload, ErrorPayload and
-// ClosePayload, each documented with its byte layout. The other payloads
+// codecs in this package: AckPayload, SackPayload (Ack of kind
+// AckRecords), PingPayload, ErrorPayload and ClosePayload, each documented
+// with its byte layout. The other payloads
 // belong to the layers that consume them. docs/PROTOCOL.md mirrors
 // this description.
 //

@@ -50,7 +50,9 @@ const (
 	AckStored AckKind = 1
 	// AckDelivered: the recipient confirms it received a message.
 	AckDelivered AckKind = 2
-	// AckRecords is reserved for the router (acknowledged records).
+	// AckRecords: the router acknowledges reliable frames by sequence
+	// number. Its payload is a SackPayload (ParseSack), not the id list
+	// of the other kinds.
 	AckRecords AckKind = 3
 )
 

@@ -1,0 +1,284 @@
+package pt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/commucat/commucat/core/transport"
+)
+
+// Server is the server side of a PT method: each Listen launches the PT
+// in server mode, and the listener's Accept hands out the de-obfuscated
+// streams the PT forwards to a loopback ORPort listener of its own. Dial
+// is unsupported. A Server is safe for concurrent use. Its options may
+// hold secrets (obfs4proxy accepts its private key as one): it logs as
+// "[redacted]".
+type Server struct {
+	cfg  Config
+	opts string // TOR_PT_SERVER_TRANSPORT_OPTIONS, or ""
+
+	mu  sync.Mutex
+	pub transport.Params // ARGS of the newest SMETHOD line
+}
+
+var _ transport.Transport = (*Server)(nil)
+
+// NewServer returns a Server for cfg, which must have a StateDir, with
+// the PT's server options (TOR_PT_SERVER_TRANSPORT_OPTIONS), such as
+// obfs4's "iat-mode". It does not start the PT. Errors about options wrap
+// transport.ErrBadParams and name the option.
+func NewServer(cfg Config, options transport.Params) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.StateDir == "" {
+		return nil, fmt.Errorf("pt: %s server: StateDir is empty", cfg.Method)
+	}
+	opts, err := encodeServerOptions(cfg.Method, options)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Args = append([]string(nil), cfg.Args...)
+	cfg.Env = append([]string(nil), cfg.Env...)
+	return &Server{cfg: cfg, opts: opts}, nil
+}
+
+// LogValue hides the options from logs.
+func (s *Server) LogValue() slog.Value { return slog.StringValue("[redacted]") }
+
+// Name is the PT method, such as "obfs4".
+func (s *Server) Name() string { return s.cfg.Method }
+
+// Dial is not supported on the server side: it returns an error wrapping
+// transport.ErrUnsupported.
+func (s *Server) Dial(context.Context, string) (net.Conn, error) {
+	return nil, fmt.Errorf("pt: %s server cannot dial: %w", s.cfg.Method, transport.ErrUnsupported)
+}
+
+// Params returns the parameters clients need, the ARGS of the newest
+// SMETHOD line the PT wrote (a copy; nil before the first launch or if the
+// PT published none).
+func (s *Server) Params() transport.Params {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.pub)
+}
+
+// Prepare launches the PT once, bound to 127.0.0.1:0, to learn the
+// parameters clients need, and stops it again. ctx bounds the launch, as
+// does Config.StartTimeout. ServerFactory calls it.
+func (s *Server) Prepare(ctx context.Context) (transport.Params, error) {
+	ln, err := s.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	ln.Close()
+	return s.Params(), nil
+}
+
+func (s *Server) setParams(args transport.Params) {
+	if len(args) == 0 {
+		args = nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pub != nil && !maps.Equal(s.pub, args) {
+		s.cfg.logger().Warn("pt published new client parameters; invites with the old ones will fail")
+	}
+	s.pub = args
+}
+
+// bindAddr checks a Listen address: an IP literal and a port, as
+// TOR_PT_SERVER_BINDADDR requires; an empty host means every IPv4
+// address.
+func bindAddr(addr string) (string, error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return ap.String(), nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err == nil && host == "" {
+		if ap, err := netip.ParseAddrPort("0.0.0.0:" + port); err == nil {
+			return ap.String(), nil
+		}
+	}
+	return "", fmt.Errorf("pt: listen %q: want an IP address and a port", addr)
+}
+
+// Listen launches the PT in server mode bound to addr (an IP literal and a
+// port; port 0 lets the PT choose) and returns a listener whose Addr is the
+// address in the PT's SMETHOD line. ctx bounds the launch, as does
+// Config.StartTimeout. Errors of the launch are *StartError.
+func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, error) {
+	bind, err := bindAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	var lc net.ListenConfig
+	or, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, wrapErr("listen on loopback for the PT", err)
+	}
+	l := &listener{
+		method: s.cfg.Method,
+		or:     or.(*net.TCPListener),
+		sem:    make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		dead:   make(chan struct{}),
+	}
+	env := []string{
+		"TOR_PT_SERVER_TRANSPORTS=" + s.cfg.Method,
+		"TOR_PT_SERVER_BINDADDR=" + s.cfg.Method + "-" + bind,
+		"TOR_PT_ORPORT=" + or.Addr().String(),
+		"TOR_PT_EXTENDED_SERVER_PORT=",
+	}
+	if s.opts != "" {
+		env = append(env, "TOR_PT_SERVER_TRANSPORT_OPTIONS="+s.opts)
+	}
+	p, m, err := launch(ctx, &s.cfg, env, true, l.exited)
+	if err != nil {
+		or.Close()
+		return nil, err
+	}
+	pub, err := netip.ParseAddrPort(m.addr)
+	if err != nil {
+		p.stop()
+		or.Close()
+		return nil, &StartError{Binary: p.binary, Method: p.method, Err: ErrProtocol,
+			Detail: fmt.Sprintf("SMETHOD address %q is not an IP address and port", m.addr)}
+	}
+	l.p, l.addr = p, net.TCPAddrFromAddrPort(pub)
+	s.setParams(m.args)
+	return l, nil
+}
+
+// listener is a transport.Listener over the loopback ORPort listener that
+// its PT forwards streams to. It owns the PT process. Accept is made
+// ctx-aware without a goroutine of its own, as transports/tcp's is: one
+// Accept at a time waits in the kernel, and a ctx that ends moves the
+// listener's deadline into the past to wake it.
+type listener struct {
+	method string
+	or     *net.TCPListener
+	p      *proc
+	addr   *net.TCPAddr  // the SMETHOD address
+	sem    chan struct{} // holds a token while an Accept waits in or.Accept
+	done   chan struct{} // closed by Close
+	dead   chan struct{} // closed when the PT exits on its own
+
+	deadOnce  sync.Once
+	exitErr   error // the PT's exit, written before dead is closed
+	closeOnce sync.Once
+}
+
+// exited is the PT's onExit: it wakes Accept for good.
+func (l *listener) exited(err error) {
+	l.deadOnce.Do(func() {
+		l.exitErr = err
+		close(l.dead)
+		l.or.Close()
+	})
+}
+
+// Accept waits for the next stream the PT forwards, until ctx ends or the
+// listener is closed. After Close it returns an error wrapping
+// transport.ErrClosed; when ctx ends, one wrapping ctx.Err() (and
+// transport.ErrTimeout for a deadline); once the PT has exited on its
+// own, one wrapping ErrExited. Concurrent calls are served one at a time.
+func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
+	select {
+	case <-l.done:
+		return nil, l.closedErr()
+	case <-ctx.Done():
+		return nil, ctxErr("accept", ctx)
+	case l.sem <- struct{}{}:
+	}
+	defer func() { <-l.sem }()
+	for {
+		switch {
+		case isDone(l.done):
+			return nil, l.closedErr()
+		case isDone(l.dead):
+			return nil, l.deadErr()
+		case ctx.Err() != nil:
+			return nil, ctxErr("accept", ctx)
+		}
+		c, err := l.acceptOnce(ctx)
+		if err == nil {
+			return &conn{Conn: c}, nil
+		}
+		switch {
+		case isDone(l.done):
+			return nil, l.closedErr()
+		case isDone(l.dead):
+			return nil, l.deadErr()
+		case errors.Is(err, net.ErrClosed):
+			return nil, l.closedErr()
+		case ctx.Err() != nil:
+			return nil, ctxErr("accept", ctx)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			l.or.SetDeadline(time.Time{}) //nolint:errcheck // a closed listener is caught above
+		case errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.ECONNRESET):
+			// The PT gave up on a connection while it waited in the backlog.
+		default:
+			return nil, wrapErr("accept", err)
+		}
+	}
+}
+
+// acceptOnce calls or.Accept once, with ctx able to interrupt it. It
+// returns only after the interrupting callback, if it started, has
+// finished, and it leaves the listener without a deadline.
+func (l *listener) acceptOnce(ctx context.Context) (*net.TCPConn, error) {
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		l.or.SetDeadline(pastDeadline) //nolint:errcheck // a closed listener is fine
+	})
+	c, err := l.or.AcceptTCP()
+	if !stop() {
+		<-fired
+		l.or.SetDeadline(time.Time{}) //nolint:errcheck // a closed listener is fine
+	}
+	return c, err
+}
+
+// Close stops the listener and its PT (see the package doc): a pending
+// Accept returns transport.ErrClosed, and the connections the PT carried
+// end. Close is idempotent and returns nil.
+func (l *listener) Close() error {
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.or.Close()
+		l.p.stop()
+	})
+	return nil
+}
+
+// Addr is the address the PT listens on, from its SMETHOD line.
+func (l *listener) Addr() net.Addr { return l.addr }
+
+func (l *listener) closedErr() error {
+	return fmt.Errorf("pt: %s accept on %s: %w", l.method, l.addr, transport.ErrClosed)
+}
+
+func (l *listener) deadErr() error {
+	return fmt.Errorf("pt: %s accept on %s: %w (%s)", l.method, l.addr, ErrExited, exitText(l.exitErr))
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}

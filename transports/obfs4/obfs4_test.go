@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	obfs4lib "gitlab.com/yawning/obfs4.git/transports/obfs4"
+	pt "gitlab.torproject.org/tpo/anti-censorship/pluggable-transports/goptlib"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/curve25519"
 
@@ -335,6 +337,9 @@ func TestBadState(t *testing.T) {
 			_, _, err := ServerFactory(nil, dir)
 			if !errors.Is(err, ErrBadState) {
 				t.Fatalf("ServerFactory: %v, want ErrBadState", err)
+			}
+			if _, lerr := (&obfs4lib.Transport{}).ServerFactory(dir, &pt.Args{}); lerr == nil {
+				t.Errorf("the library accepts the state checkState rejects (%v)", err)
 			}
 			for _, secret := range []string{st.PrivateKey[8:24], st.DrbgSeed[8:24]} {
 				if strings.Contains(err.Error(), secret) {

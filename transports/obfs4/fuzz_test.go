@@ -129,7 +129,7 @@ func recordFlight(f *testing.F, client, server *Transport) []byte {
 		}
 		done <- err
 	}()
-	c, err := client.clientHandshake(context.Background(), rec)
+	c, err := client.pipeHandshake(context.Background(), rec)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func FuzzClientHandshake(f *testing.F) {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		c, err := client.clientHandshake(ctx, cEnd)
+		c, err := client.pipeHandshake(ctx, cEnd)
 		if err == nil {
 			c.Close()
 			t.Fatalf("the client accepted %d bytes that are no server's answer", len(in))

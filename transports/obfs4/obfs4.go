@@ -12,7 +12,7 @@
 // ID its 20-byte node ID, both from "cert"):
 //
 //	+----------------+----------------+-------+--------+
-//	| X' (32)        | P_C (85..8128) | M_C   | MAC_C  |
+//	| X' (32)        | P_C (77..8128) | M_C   | MAC_C  |
 //	+----------------+----------------+-------+--------+
 //	X'    Elligator2 representative of the client's ephemeral Curve25519 key
 //	P_C   random padding
@@ -21,10 +21,11 @@
 //	E     the hour since the epoch as decimal ASCII (±1 hour accepted)
 //
 // The server answers Y' | AUTH | P_S | M_S | MAC_S, the same shape keyed to
-// its own ephemeral key Y with the ntor AUTH tag (32 bytes), followed by a
-// frame carrying its length-distribution seed. Both sides derive keys with
-// ntor (Curve25519, HMAC-SHA256). Data then travels in frames of at most
-// 1448 bytes:
+// its own ephemeral key Y with the ntor AUTH tag (32 bytes) and 0 to 8051
+// bytes of padding, followed by a frame carrying its length-distribution
+// seed. Neither side sends more than 8192 bytes before the other's
+// handshake is found. Both sides derive keys with ntor (Curve25519,
+// HMAC-SHA256). Data then travels in frames of at most 1448 bytes:
 //
 //	+-----------------+--------------------------------------------------+
 //	| length (2)      | NaCl secretbox (XSalsa20-Poly1305): tag (16) |   |
@@ -89,7 +90,17 @@
 // write that fails, for a deadline too, leaves the stream broken: every
 // later Write returns the same error, as crypto/tls does. A Write whose
 // deadline has already passed when it starts fails without that harm.
-// obfs4 has no half-close, so connections have no CloseWrite.
+// Writes larger than 64 KiB go to the library in 64 KiB pieces, each a
+// padded burst, to bound the buffer it builds per call. obfs4 has no
+// half-close, so connections have no CloseWrite.
+//
+// The replay filter lives in memory: after a restart, a first flight
+// recorded up to two hours before (the MAC's epoch-hour window) is
+// answered once more, which tells a prober that the server speaks obfs4,
+// though not how to talk to it. The library
+// registers a command-line flag, -obfs4-distBias, on the standard flag
+// set; it is false, the uniform length distribution obfs4proxy uses by
+// default.
 //
 // # Detection
 //
@@ -322,6 +333,13 @@ func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if ctx.Err() != nil {
 		return nil, ctxErr(op, ctx)
 	}
+	// The session key is drawn before connecting, as the library intends,
+	// so that the time its Elligator2 rejection sampling takes is not seen
+	// between the TCP handshake and the first flight.
+	args, err := t.client.ParseArgs(&t.args)
+	if err != nil { // not reached: newTransport checked the args
+		return nil, fmt.Errorf("obfs4: %s: %w", op, err)
+	}
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -336,24 +354,17 @@ func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 			return nil, wrapErr(op, err)
 		}
 	}
-	c, err := t.clientHandshake(ctx, raw)
+	c, err := t.clientHandshake(ctx, raw, args)
 	if err != nil {
 		return nil, handshakeErr(op, ctx, err)
 	}
 	return c, nil
 }
 
-// clientHandshake runs the client handshake on raw, closing raw if it
+// clientHandshake runs the client handshake on raw with args from
+// ParseArgs (they hold the session key: one use only), closing raw if it
 // fails or when ctx ends first.
-func (t *Transport) clientHandshake(ctx context.Context, raw net.Conn) (*conn, error) {
-	// ParseArgs draws the session key before any byte is sent, as the
-	// library intends, so its Elligator rejection sampling is not timed
-	// by the server.
-	args, err := t.client.ParseArgs(&t.args)
-	if err != nil { // not reached: the args were checked by newTransport
-		raw.Close()
-		return nil, err
-	}
+func (t *Transport) clientHandshake(ctx context.Context, raw net.Conn, args any) (*conn, error) {
 	// Closing raw is the one interruption the library cannot undo: it
 	// sets its own deadlines during the handshake.
 	fired := make(chan struct{})

@@ -115,7 +115,7 @@ func TestCloseDelay(t *testing.T) {
 			c, err := server.serverHandshake(sEnd)
 			accepted <- result{c, err}
 		}()
-		c, err := client.clientHandshake(t.Context(), rec)
+		c, err := client.pipeHandshake(t.Context(), rec)
 		if err != nil {
 			t.Fatalf("real client: %v", err)
 		}
@@ -340,4 +340,15 @@ func echoConn(t testing.TB, c net.Conn, msg []byte) {
 	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
 		t.Fatalf("read back %q, %v; want %q", got, err, msg)
 	}
+}
+
+// pipeHandshake runs the client handshake over raw, such as a net.Pipe end,
+// with a fresh session key.
+func (t *Transport) pipeHandshake(ctx context.Context, raw net.Conn) (*conn, error) {
+	args, err := t.client.ParseArgs(&t.args)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return t.clientHandshake(ctx, raw, args)
 }

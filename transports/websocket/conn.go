@@ -2,7 +2,6 @@ package websocket
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"sync"
@@ -15,8 +14,10 @@ import (
 const (
 	// maxMessage is the largest WebSocket message a Write sends; longer
 	// writes are split. It bounds how long a control frame (a pong, the
-	// close frame) waits behind data.
-	maxMessage = 64 << 10
+	// close frame) waits behind data. With the 8-byte header of a masked
+	// frame of this size, a client's full message is exactly four 16 KiB
+	// TLS records, without a tiny fifth one.
+	maxMessage = 64<<10 - 8
 	// chunkSize is the size of one receive buffer, and chunks the number
 	// of them: a connection holds at most chunks*chunkSize received bytes
 	// that Read has not taken yet, and stops reading from the network
@@ -50,6 +51,7 @@ type conn struct {
 	nc  net.Conn // websocket.NetConn; never given a deadline
 	wc  *ws.Conn
 	raw net.Conn // the TLS connection under the WebSocket
+	wb  batch    // gathers each message's writes
 
 	rq      chan []byte   // chunks read, in order; closed when the reader ends
 	free    chan []byte   // buffers for the reader; nil entries are not yet allocated
@@ -70,12 +72,13 @@ type conn struct {
 var _ net.Conn = (*conn)(nil)
 
 // newConn wraps an established WebSocket whose TLS connection is raw and
-// starts its reader goroutine.
-func newConn(wc *ws.Conn, raw net.Conn) *conn {
+// whose writes go through wb, and starts its reader goroutine.
+func newConn(wc *ws.Conn, raw net.Conn, wb batch) *conn {
 	c := &conn{
 		nc:      ws.NetConn(context.Background(), wc, ws.MessageBinary),
 		wc:      wc,
 		raw:     raw,
+		wb:      wb,
 		rq:      make(chan []byte, chunks),
 		free:    make(chan []byte, chunks),
 		done:    make(chan struct{}),
@@ -171,8 +174,8 @@ func (c *conn) readErr() error {
 	switch {
 	case isDone(c.done):
 		return closedErr("read")
-	case errors.Is(c.rerr, io.EOF):
-		return io.EOF // the peer's normal close: NetConn returns a bare io.EOF
+	case c.rerr == io.EOF: //nolint:errorlint // NetConn returns a bare io.EOF for the peer's close frame only
+		return io.EOF
 	}
 	return wrapErr("read", c.rerr)
 }
@@ -191,7 +194,12 @@ func (c *conn) Write(b []byte) (int, error) {
 	n := 0
 	for len(b) > 0 {
 		m := b[:min(len(b), maxMessage)]
-		if _, err := c.nc.Write(m); err != nil {
+		c.wb.begin()
+		_, err := c.nc.Write(m)
+		if ferr := c.wb.end(); err == nil {
+			err = ferr
+		}
+		if err != nil {
 			switch {
 			case isDone(c.done):
 				return n, closedErr("write")
@@ -230,7 +238,10 @@ func (c *conn) Close() error {
 		} else {
 			c.wmu.Unlock()
 		}
-		c.nc.Close() //nolint:errcheck // a failed close handshake still closes the socket
+		// Not c.nc.Close: NetConn's Close first cancels the context of
+		// the reader goroutine's Read, which closes the socket at once,
+		// racing the close frame.
+		c.wc.Close(ws.StatusNormalClosure, "") //nolint:errcheck // a failed close handshake still closes the socket
 		<-c.readerC
 		c.rdl.stop()
 	})

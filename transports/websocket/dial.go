@@ -63,7 +63,8 @@ func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 			return verifyPin(pin, rawCerts)
 		},
 	}
-	uc, err := t.hello.Client(tcp, ucfg, []string{"http/1.1"})
+	below := &batchConn{Conn: tcp}
+	uc, err := t.hello.Client(below, ucfg, []string{"http/1.1"})
 	if err != nil {
 		tcp.Close()
 		return nil, fmt.Errorf("websocket: dial %s: %w", addr, err)
@@ -80,18 +81,19 @@ func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	default:
 		hostHeader = strings.TrimSuffix(addr, ":443")
 	}
-	wc, err := t.upgrade(ctx, uc, hostHeader)
+	above := &batchConn{Conn: uc}
+	wc, err := t.upgrade(ctx, above, hostHeader)
 	if err != nil {
 		uc.Close()
 		return nil, dialErr(ctx, addr, err)
 	}
-	return newConn(wc, uc), nil
+	return newConn(wc, above, batch{above: above, below: below}), nil
 }
 
 // upgrade runs the WebSocket handshake over the established TLS connection
-// uc. net/http writes the request and reads the response; its Transport
+// uc (the utls connection, or a wrapper of it). net/http writes the request and reads the response; its Transport
 // gets uc as its only connection and speaks HTTP/1.1 on it.
-func (t *Transport) upgrade(ctx context.Context, uc *utls.UConn, host string) (*ws.Conn, error) {
+func (t *Transport) upgrade(ctx context.Context, uc net.Conn, host string) (*ws.Conn, error) {
 	used := false
 	rt := &http.Transport{
 		DialTLSContext: func(context.Context, string, string) (net.Conn, error) {

@@ -181,7 +181,7 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.SetDeadline(time.Time{}) //nolint:errcheck // clears the header timeout; a dead conn fails its first read
-	sc := newConn(wc, c)
+	sc := newConn(wc, c, batch{above: c.above, below: c.below})
 	timer := time.NewTimer(l.t.cfg.HandshakeTimeout)
 	defer timer.Stop()
 	select {
@@ -288,7 +288,9 @@ func (tl tlsListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &serverConn{Conn: c, tc: tls.Server(c, tl.l.tlsConf), log: tl.l.t.log}, nil
+	below := &batchConn{Conn: c}
+	tc := tls.Server(below, tl.l.tlsConf)
+	return &serverConn{Conn: c, tc: tc, above: &batchConn{Conn: tc}, below: below, log: tl.l.t.log}, nil
 }
 
 func (tl tlsListener) Close() error   { return tl.l.tcp.Close() }
@@ -302,8 +304,10 @@ func (tl tlsListener) Addr() net.Addr { return tl.l.tcp.Addr() }
 // but Read, Write and Close is its own.
 type serverConn struct {
 	net.Conn
-	tc  *tls.Conn
-	log *slog.Logger
+	tc    *tls.Conn
+	above *batchConn // over tc: Write goes through it
+	below *batchConn // under tc, over Conn
+	log   *slog.Logger
 
 	once sync.Once
 	herr error // the handshake's error
@@ -348,7 +352,7 @@ func (c *serverConn) Write(b []byte) (int, error) {
 	if err := c.handshake(); err != nil {
 		return 0, err
 	}
-	return c.tc.Write(b)
+	return c.above.Write(b)
 }
 
 // Close closes the TLS connection (sending close_notify if the handshake

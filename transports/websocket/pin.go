@@ -26,7 +26,9 @@ var errBadPin = errors.New("websocket: pin must be 43 characters of base64url (t
 func decodePin(s string) ([sha256.Size]byte, error) {
 	var h [sha256.Size]byte
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil || len(b) != len(h) {
+	// The decoder skips CR and LF: only a string that re-encodes to
+	// itself is canonical.
+	if err != nil || len(b) != len(h) || base64.RawURLEncoding.EncodeToString(b) != s {
 		return h, errBadPin
 	}
 	copy(h[:], b)

@@ -17,7 +17,7 @@ func TestDefaultsValid(t *testing.T) {
 			t.Fatalf("default listen %+v is not on loopback", l)
 		}
 	}
-	if len(c.Listen) < 3 {
+	if len(c.Listen) < 6 {
 		t.Fatalf("default listen = %+v, want tcp on loopback", c.Listen)
 	}
 	if c.Inbox.TTL.D() != 168*time.Hour || c.Inbox.Quota != 1000 {
@@ -40,7 +40,7 @@ func TestOverride(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Listen) < 3 || c.Listen[0].Address != "127.0.0.1:7444" {
+	if len(c.Listen) < 6 || c.Listen[0].Address != "127.0.0.1:7447" {
 		t.Fatalf("listen without override = %+v, want the default", c.Listen)
 	}
 }

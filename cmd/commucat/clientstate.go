@@ -41,8 +41,8 @@ func (c *clientState) wipe() { c.key.Wipe() }
 
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
-	state, transport, logLevel string
-	timeout                    time.Duration
+	state, transport, logLevel, hello string
+	timeout                           time.Duration
 }
 
 func (f *clientFlags) add(cmd *cobra.Command) {
@@ -51,6 +51,7 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.transport, "transport", "", "use only this transport (default: the first that works, in the invite's order)")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up connecting after this long")
+	fl.StringVar(&f.hello, "fingerprint", "", "TLS ClientHello for reality and websocket: a preset (chrome, firefox, ...) or a file saved by `commucat fingerprint capture`")
 }
 
 func (f *clientFlags) logger(cmd *cobra.Command) (*slog.Logger, error) {
@@ -110,11 +111,15 @@ func loadClient(dirFlag string) (*clientState, error) {
 func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad string, eps []invite.Endpoint, f *clientFlags, log *slog.Logger) (*session.Session, invite.Endpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
+	reg, err := newClientRegistry(f.hello)
+	if err != nil {
+		return nil, invite.Endpoint{}, err
+	}
 	cfg := client.Config{
 		Static:     key,
 		Gateway:    gw,
 		Endpoints:  eps,
-		Transports: newRegistry(),
+		Transports: reg,
 		Only:       f.transport,
 		Session:    session.Config{Logger: log},
 		Logger:     log,

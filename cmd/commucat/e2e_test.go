@@ -68,6 +68,9 @@ func e2eTransports() []e2eTransport {
 		{name: "tcp"},
 		{name: "quic"},
 		{name: "kcp"},
+		{name: "websocket"},
+		{name: "obfs4"},
+		{name: "reality"}, // cover: the gateway's own decoy site
 	}
 }
 

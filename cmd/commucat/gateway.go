@@ -226,6 +226,13 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	defer st.Close()
 	svc := messaging.New(st, issuer{keys: keys, now: time.Now}, messagingConfig(cfg), log)
 
+	cover, err := prepareCover(dir, cfg, log)
+	if err != nil {
+		return err
+	}
+	if cover != nil {
+		defer cover.Close()
+	}
 	reg := newRegistry()
 	var eps []gateway.Endpoint
 	var public []transport.Params

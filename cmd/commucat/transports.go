@@ -1,26 +1,169 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/commucat/commucat/configs"
 	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/transports/decoy"
+	"github.com/commucat/commucat/transports/fingerprint"
 	"github.com/commucat/commucat/transports/kcp"
+	"github.com/commucat/commucat/transports/obfs4"
 	"github.com/commucat/commucat/transports/quic"
+	"github.com/commucat/commucat/transports/reality"
 	"github.com/commucat/commucat/transports/tcp"
+	"github.com/commucat/commucat/transports/websocket"
 )
+
+// builtin lists the built-in transports, client and gateway sides.
+var builtin = []struct {
+	name   string
+	client transport.Factory
+	server transport.ServerFactory
+}{
+	{tcp.Name, tcp.Factory, tcp.ServerFactory},
+	{quic.Name, quic.Factory, quic.ServerFactory},
+	{kcp.Name, kcp.Factory, kcp.ServerFactory},
+	{websocket.Name, websocket.Factory, websocket.ServerFactory},
+	{obfs4.Name, obfs4.Factory, obfs4.ServerFactory},
+	{reality.Name, reality.Factory, reality.ServerFactory},
+}
 
 // newRegistry returns the built-in transports, client and gateway sides.
 func newRegistry() *transport.Registry {
 	r := new(transport.Registry)
-	for _, t := range []struct {
-		name   string
-		client transport.Factory
-		server transport.ServerFactory
-	}{
-		{tcp.Name, tcp.Factory, tcp.ServerFactory},
-		{quic.Name, quic.Factory, quic.ServerFactory},
-		{kcp.Name, kcp.Factory, kcp.ServerFactory},
-	} {
+	for _, t := range builtin {
 		r.Register(t.name, t.client)
 		r.RegisterServer(t.name, t.server)
 	}
 	return r
+}
+
+// newClientRegistry returns the client sides; hello, if not empty, is a
+// preset name or a captured ClientHello file that the TLS-camouflage
+// transports (reality, websocket) send instead of the invite's preset.
+func newClientRegistry(hello string) (*transport.Registry, error) {
+	if hello == "" {
+		return newRegistry(), nil
+	}
+	spec := hello
+	if _, err := os.Stat(hello); err == nil {
+		abs, err := filepath.Abs(hello)
+		if err != nil {
+			return nil, err
+		}
+		spec = "file:" + abs
+	}
+	h, err := fingerprint.Parse(spec)
+	if err != nil {
+		return nil, fmt.Errorf("--fingerprint: %w", err)
+	}
+	r := new(transport.Registry)
+	for _, t := range builtin {
+		switch t.name {
+		case reality.Name:
+			r.Register(t.name, reality.FactoryWithHello(h))
+		case websocket.Name:
+			r.Register(t.name, func(p transport.Params) (transport.Transport, error) {
+				q := transport.Params{}
+				for k, v := range p {
+					q[k] = v
+				}
+				q["fp"] = spec
+				return websocket.Factory(q)
+			})
+		default:
+			r.Register(t.name, t.client)
+		}
+	}
+	return r, nil
+}
+
+// defaultCoverSNI is the cover name of reality when the config names none:
+// with the embedded defaults the cover is the gateway's own decoy site on
+// loopback, so the name is a placeholder. A deployment sets dest and sni to
+// a real site.
+const defaultCoverSNI = "www.example.com"
+
+// coverSite is the gateway's own decoy HTTPS site, started on loopback as
+// the reality transport's cover when the config names no real one.
+type coverSite struct {
+	srv  *http.Server
+	ln   net.Listener
+	wg   sync.WaitGroup
+	addr string
+}
+
+func startCoverSite(dir string, names []string, log *slog.Logger) (*coverSite, error) {
+	cert, err := decoy.LoadOrCreateCert(dir, names)
+	if err != nil {
+		return nil, fmt.Errorf("decoy site: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("decoy site: %w", err)
+	}
+	c := &coverSite{
+		ln:   ln,
+		addr: ln.Addr().String(),
+		srv: &http.Server{
+			Handler:           decoy.Handler(),
+			TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}},
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		},
+	}
+	c.wg.Go(func() {
+		if err := c.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("decoy site stopped", "err", err)
+		}
+	})
+	return c, nil
+}
+
+func (c *coverSite) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.srv.Shutdown(ctx)
+	c.wg.Wait()
+}
+
+// prepareCover fills in the reality endpoints' cover site: when an endpoint
+// names no dest, the gateway's own decoy site is started (once) and used.
+func prepareCover(dir string, cfg *configs.Gateway, log *slog.Logger) (*coverSite, error) {
+	var cover *coverSite
+	for i := range cfg.Listen {
+		l := &cfg.Listen[i]
+		if l.Transport != reality.Name || l.Params["dest"] != "" {
+			continue
+		}
+		if l.Params == nil {
+			l.Params = map[string]string{}
+		}
+		if l.Params["sni"] == "" {
+			l.Params["sni"] = defaultCoverSNI
+		}
+		if cover == nil {
+			var err error
+			cover, err = startCoverSite(filepath.Join(dir, "transports", "decoy"), strings.Split(l.Params["sni"], ","), log)
+			if err != nil {
+				return nil, err
+			}
+			log.Info("reality cover: the gateway's own decoy site", "addr", cover.addr)
+		}
+		l.Params["dest"] = cover.addr
+	}
+	return cover, nil
 }

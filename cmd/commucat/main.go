@@ -54,6 +54,7 @@ func newRoot() *cobra.Command {
 		newSendCmd(),
 		newListenCmd(),
 		newFingerprintCmd(),
+		newBenchCmd(),
 	)
 	return root
 }

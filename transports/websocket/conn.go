@@ -14,10 +14,9 @@ import (
 const (
 	// maxMessage is the largest WebSocket message a Write sends; longer
 	// writes are split. It bounds how long a control frame (a pong, the
-	// close frame) waits behind data. With the 8-byte header of a masked
-	// frame of this size, a client's full message is exactly four 16 KiB
-	// TLS records, without a tiny fifth one.
-	maxMessage = 64<<10 - 8
+	// close frame) waits behind data, and the memory of the write
+	// batches.
+	maxMessage = 64 << 10
 	// chunkSize is the size of one receive buffer, and chunks the number
 	// of them: a connection holds at most chunks*chunkSize received bytes
 	// that Read has not taken yet, and stops reading from the network

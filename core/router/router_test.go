@@ -1,0 +1,250 @@
+package router
+
+import (
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/commucat/commucat/testnet/simnet"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// link is a symmetric simnet link with one-way delay d.
+func link(d time.Duration) simnet.Link { return simnet.Link{Delay: d} }
+
+// simEnv makes a network with n addresses at one-way delay d.
+func simEnv(t *testing.T, seed uint64, n int, d time.Duration, ccfg, gcfg Config) (*env, *simnet.Network) {
+	t.Helper()
+	nw := simnet.New(seed)
+	var addrs []string
+	for i := range n {
+		a := "gw" + string(rune('a'+i)) + ":443"
+		nw.SetLinks(a, link(d), link(d))
+		addrs = append(addrs, a)
+	}
+	return newEnv(t, nw.Transport("sim"), addrs, ccfg, gcfg), nw
+}
+
+func TestBasicTransfer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, _ := simEnv(t, 1, 3, 10*time.Millisecond, Config{}, Config{})
+		defer e.stop()
+		waitFor(t, "three paths", 5*time.Second, func() bool { return usable(e.client) == 3 })
+		transfer(t, t.Context(), e.client, e.gateway, 200, 100, time.Millisecond, nil)
+		transfer(t, t.Context(), e.gateway, e.client, 200, 100, time.Millisecond, nil)
+		st := e.client.Stats()
+		t.Logf("client: %+v", st)
+	})
+}
+
+// scenario runs a client-to-gateway transfer of n messages while fault
+// breaks something after delay, and returns the client's stats.
+func scenario(t *testing.T, seed uint64, ccfg Config, n int, gap time.Duration, fault func(nw *simnet.Network, e *env)) Stats {
+	t.Helper()
+	var st Stats
+	synctest.Test(t, func(t *testing.T) {
+		e, nw := simEnv(t, seed, 3, 10*time.Millisecond, ccfg, Config{})
+		defer e.stop()
+		waitFor(t, "three paths", 5*time.Second, func() bool { return usable(e.client) == 3 })
+		transfer(t, t.Context(), e.client, e.gateway, n, 200, gap, func(int) {
+			time.Sleep(time.Duration(n/3) * gap)
+			fault(nw, e)
+		})
+		st = e.client.Stats()
+	})
+	return st
+}
+
+func pathByAddr(st Stats, addr string) PathStats {
+	for _, p := range st.Paths {
+		if p.Addr == addr {
+			return p
+		}
+	}
+	return PathStats{}
+}
+
+func TestKillPath(t *testing.T) {
+	for _, sched := range []Scheduler{Best, Redundant, Spread} {
+		t.Run(sched.String(), func(t *testing.T) {
+			var victim string
+			st := scenario(t, 2, Config{Scheduler: sched}, 600, time.Millisecond, func(nw *simnet.Network, e *env) {
+				victim = e.client.bestAddr()
+				nw.Kill(victim)
+			})
+			dead, rejoined := 0, 0
+			for _, p := range st.Paths {
+				if p.Addr == victim && p.State == PathDead {
+					dead++
+				}
+				if p.Addr == victim && p.State == PathActive {
+					rejoined++
+				}
+			}
+			if dead != 1 || rejoined != 1 {
+				t.Errorf("killed path %s: %d dead, %d rejoined; want 1 and 1", victim, dead, rejoined)
+			}
+			if st.Joins != 3 {
+				t.Errorf("Joins = %d, want 3 (two at start, one after the kill)", st.Joins)
+			}
+			checkScheduled(t, st, sched, 600)
+		})
+	}
+}
+
+// checkScheduled checks that every message went through sched.
+func checkScheduled(t *testing.T, st Stats, sched Scheduler, n int) {
+	t.Helper()
+	got := map[Scheduler]uint64{Best: st.Best, Redundant: st.Redundant, Spread: st.Spread}
+	if got[sched] < uint64(n)*9/10 {
+		t.Errorf("%s records = %d for %d messages", sched, got[sched], n)
+	}
+	if sched == Spread {
+		for _, p := range st.Paths {
+			if p.State == PathActive && p.ScheduledSpread == 0 {
+				t.Errorf("path %d (%s) got no spread records", p.ID, p.Addr)
+			}
+		}
+	}
+}
+
+func TestBlackholePath(t *testing.T) {
+	for _, sched := range []Scheduler{Best, Redundant, Spread} {
+		t.Run(sched.String(), func(t *testing.T) {
+			var victim string
+			st := scenario(t, 3, Config{Scheduler: sched}, 600, time.Millisecond, func(nw *simnet.Network, e *env) {
+				victim = e.client.bestAddr()
+				nw.Blackhole(victim, true)
+			})
+			p := pathByAddr(st, victim)
+			if p.State != PathStalled || p.Stalls != 1 || st.Stalls != 1 {
+				t.Errorf("blackholed path %s: state %s, %d stalls (session %d); want stalled once", victim, p.State, p.Stalls, st.Stalls)
+			}
+			if p.Best {
+				t.Errorf("the blackholed path is still the best one")
+			}
+			if sched == Best && st.Retransmits == 0 {
+				t.Errorf("best: no frame was re-sent after the blackhole")
+			}
+			checkScheduled(t, st, sched, 600)
+		})
+	}
+}
+
+func TestSlowPath(t *testing.T) {
+	var victim string
+	st := scenario(t, 4, Config{Scheduler: Best}, 1500, time.Millisecond, func(nw *simnet.Network, e *env) {
+		victim = e.client.bestAddr()
+		nw.SetLinks(victim, link(100*time.Millisecond), link(100*time.Millisecond))
+	})
+	p := pathByAddr(st, victim)
+	if p.Best || st.Switches == 0 {
+		t.Errorf("the path made 10x slower is still best (switches %d)", st.Switches)
+	}
+	if p.ScheduledBest > 1000 {
+		t.Errorf("the slowed path carried %d of 1500 records", p.ScheduledBest)
+	}
+	if p.SRTT < 100*time.Millisecond {
+		t.Errorf("slowed path SRTT %s, want it to have grown towards 200ms", p.SRTT)
+	}
+	checkScheduled(t, st, Best, 1500)
+}
+
+func TestLossyPath(t *testing.T) {
+	// Stream paths turn loss into stalls: 10% of segments arrive 200ms
+	// late and hold back what follows them.
+	for _, sched := range []Scheduler{Best, Spread} {
+		t.Run(sched.String(), func(t *testing.T) {
+			var victim string
+			st := scenario(t, 5, Config{Scheduler: sched}, 1500, time.Millisecond, func(nw *simnet.Network, e *env) {
+				victim = e.client.bestAddr()
+				l := simnet.Link{Delay: 10 * time.Millisecond, Loss: 0.1}
+				nw.SetLinks(victim, l, l)
+			})
+			p := pathByAddr(st, victim)
+			if p.Loss == 0 {
+				t.Errorf("lossy path %s shows no loss", victim)
+			}
+			if p.Best {
+				t.Errorf("the lossy path is still the best one")
+			}
+			checkScheduled(t, st, sched, 1500)
+		})
+	}
+}
+
+func TestSpreadFEC(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, nw := simEnv(t, 6, 3, 10*time.Millisecond, Config{Scheduler: Spread}, Config{})
+		defer e.stop()
+		waitFor(t, "three paths", 5*time.Second, func() bool { return usable(e.client) == 3 })
+		for _, a := range e.addrs {
+			l := simnet.Link{Delay: 10 * time.Millisecond, Loss: 0.05}
+			nw.SetLinks(a, l, l)
+		}
+		transfer(t, t.Context(), e.client, e.gateway, 3000, 200, time.Millisecond, nil)
+		cs, gs := e.client.Stats(), e.gateway.Stats()
+		if cs.ParitySent == 0 || gs.Repaired == 0 {
+			t.Errorf("parity sent %d, records repaired %d: want both", cs.ParitySent, gs.Repaired)
+		}
+		t.Logf("parity %d, repaired %d, retransmits %d, stalls %d", cs.ParitySent, gs.Repaired, cs.Retransmits, cs.Stalls)
+	})
+}
+
+func TestResume(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, nw := simEnv(t, 7, 3, 10*time.Millisecond, Config{}, Config{})
+		defer e.stop()
+		waitFor(t, "three paths", 5*time.Second, func() bool { return usable(e.client) == 3 })
+		transfer(t, t.Context(), e.client, e.gateway, 300, 100, time.Millisecond, func(int) {
+			time.Sleep(100 * time.Millisecond)
+			// A phone changes network: every flow dies, and for a
+			// second nothing gets through.
+			for _, a := range e.addrs {
+				nw.Blackhole(a, true)
+				nw.Kill(a)
+			}
+			time.Sleep(time.Second)
+			for _, a := range e.addrs {
+				nw.Blackhole(a, false)
+			}
+		})
+		transfer(t, t.Context(), e.gateway, e.client, 100, 100, time.Millisecond, nil)
+		cs, gs := e.client.Stats(), e.gateway.Stats()
+		if cs.Resumes != 1 || gs.Resumes != 1 {
+			t.Errorf("resumes: client %d, gateway %d; want 1 and 1", cs.Resumes, gs.Resumes)
+		}
+	})
+}
+
+func TestResumeExpired(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, nw := simEnv(t, 8, 2, 10*time.Millisecond, Config{}, Config{ResumeWindow: 2 * time.Second})
+		waitFor(t, "two paths", 5*time.Second, func() bool { return usable(e.client) == 2 })
+		for _, a := range e.addrs {
+			nw.Blackhole(a, true)
+			nw.Kill(a)
+		}
+		time.Sleep(3 * time.Second) // the gateway forgets the session
+		for _, a := range e.addrs {
+			nw.Blackhole(a, false)
+		}
+		<-e.client.Done()
+		e.stop()
+		if !errors.Is(e.gatewayErr, ErrResumeExpired) {
+			t.Errorf("gateway Run = %v, want ErrResumeExpired", e.gatewayErr)
+		}
+		if !errors.Is(e.clientErr, ErrResumeRefused) {
+			t.Errorf("client Run = %v, want ErrResumeRefused", e.clientErr)
+		}
+		if e.table.Len() != 0 {
+			t.Errorf("table keeps %d tokens of an ended session", e.table.Len())
+		}
+	})
+}

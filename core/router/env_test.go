@@ -40,11 +40,11 @@ type env struct {
 	client  *Session
 	gateway *Session
 
-	wg                   sync.WaitGroup
-	cancel               context.CancelFunc
+	wg                    sync.WaitGroup
+	cancel                context.CancelFunc
 	clientErr, gatewayErr error
-	refused              int // connections the acceptor did not join
-	mu                   sync.Mutex
+	refused               int // connections the acceptor did not join
+	mu                    sync.Mutex
 }
 
 // dialer is a path endpoint over transport tr.

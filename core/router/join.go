@@ -159,9 +159,9 @@ type tokenEntry struct {
 // Table's mutex.
 type tokenState struct {
 	table   *Table
-	highest uint64                      // highest index used, 0 if none
+	highest uint64                     // highest index used, 0 if none
 	live    map[uint64][TokenSize]byte // index -> token, in the table
-	used    map[uint64]bool             // used indexes within the window
+	used    map[uint64]bool            // used indexes within the window
 }
 
 // Add registers a gateway session so that clients can join paths to it

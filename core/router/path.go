@@ -77,7 +77,7 @@ type path struct {
 	// Write queue, guarded by qmu.
 	qmu     sync.Mutex
 	q       [][]byte
-	qBytes  atomic.Int64 // queued plus being written
+	qBytes  atomic.Int64  // queued plus being written
 	wake    chan struct{} // cap 1: the writer has work
 	closing bool          // drain, then close the connection
 	done    chan struct{} // closed when the path is dead

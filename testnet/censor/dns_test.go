@@ -76,7 +76,9 @@ func TestParseDNSQuery(t *testing.T) {
 func TestParseDNSQueryErrors(t *testing.T) {
 	q := packQuery(t, 9, "x.example.", dnsmessage.TypeA, true)
 	edit := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), q...)) }
-	hdr := func(rest string) []byte { return append([]byte("\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"), rest...) }
+	hdr := func(rest string) []byte {
+		return append([]byte("\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"), rest...)
+	}
 	long := hdr("")
 	for range 5 {
 		long = append(long, 63)

@@ -296,7 +296,10 @@ func (h *ClientHello) ja4(t JA4Transport, original, raw bool) string {
 	} else {
 		b.WriteByte('i')
 	}
-	fmt.Fprintf(&b, "%02d%02d", min(len(ciphers), 99), min(len(exts), 99))
+	for _, n := range [2]int{min(len(ciphers), 99), min(len(exts), 99)} {
+		b.WriteByte(byte('0' + n/10))
+		b.WriteByte(byte('0' + n%10))
+	}
 	b.WriteString(ja4ALPN(h.ALPN))
 	b.WriteByte('_')
 
@@ -341,15 +344,15 @@ func withoutGREASE(v []uint16) []uint16 {
 }
 
 func hexList(v []uint16) string {
-	var b strings.Builder
-	b.Grow(len(v) * 5)
+	const digits = "0123456789abcdef"
+	b := make([]byte, 0, len(v)*5)
 	for i, x := range v {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		fmt.Fprintf(&b, "%04x", x)
+		b = append(b, digits[x>>12], digits[x>>8&0xf], digits[x>>4&0xf], digits[x&0xf])
 	}
-	return b.String()
+	return string(b)
 }
 
 func ja4Hash(s string, empty bool) string {

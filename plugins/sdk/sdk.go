@@ -1,0 +1,137 @@
+// Package sdk turns a CommuCat transport into a plugin binary that the
+// CommuCat host (package plugins) discovers and runs out of process. It is
+// all a transport author imports: the transport types are re-exported
+// here, so a third-party plugin module needs no other CommuCat package.
+//
+// A plugin's main is about ten lines:
+//
+//	func main() {
+//		sdk.Serve(sdk.Plugin{
+//			Name:    "tcp",
+//			Version: "1.0.0",
+//			Client:  tcp.Factory,
+//			Server:  tcp.ServerFactory,
+//		})
+//	}
+//
+// Build it as commucat-transport-<Name> and drop it into a plugins folder
+// (see docs/PLUGINS.md). Serve speaks the plugin protocol of
+// plugins/proto: the go-plugin handshake, the gRPC control service, and
+// the control socket over which every connection arrives as its own
+// kernel socket. The transport's connections are spliced to those sockets
+// with io.Copy, which the kernel does without copying for TCP.
+//
+// Logs go to the process's standard error as JSON lines that the host
+// re-logs under the plugin's name; NewLogger returns a logger that writes
+// them. Standard output belongs to the handshake: do not write to it.
+package sdk
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+
+	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/plugins/proto"
+)
+
+// The transport contract, re-exported from core/transport.
+type (
+	// Transport dials and listens for connections of one kind.
+	Transport = transport.Transport
+	// Listener accepts connections of one transport.
+	Listener = transport.Listener
+	// Params are a transport's parameters as strings.
+	Params = transport.Params
+	// Factory builds the client side of a Transport from an invite's
+	// parameters.
+	Factory = transport.Factory
+	// ServerFactory builds the gateway side of a Transport from the
+	// gateway's parameters and a private state directory, and returns the
+	// parameters clients need.
+	ServerFactory = transport.ServerFactory
+)
+
+// The sentinel errors the host maps across the process boundary: a
+// transport's errors that wrap one of these reach the core as the same
+// sentinel (errors.Is works as for a built-in transport).
+var (
+	ErrClosed      = transport.ErrClosed
+	ErrTimeout     = transport.ErrTimeout
+	ErrRefused     = transport.ErrRefused
+	ErrUnsupported = transport.ErrUnsupported
+	ErrBadParams   = transport.ErrBadParams
+	ErrTooLarge    = transport.ErrTooLarge
+)
+
+// ProtocolVersion is the plugin protocol version a plugin built with this
+// SDK speaks.
+const ProtocolVersion = proto.ProtocolVersion
+
+// Param documents one parameter a transport accepts; the host shows it in
+// `commucat plugin list` and never interprets it (the transport validates
+// its own parameters).
+type Param struct {
+	Name     string
+	Doc      string
+	Client   bool // accepted by Client (from invites)
+	Server   bool // accepted by Server (from the gateway config)
+	Required bool
+}
+
+// Plugin is what Serve serves.
+type Plugin struct {
+	// Name is the transport's name: lowercase letters, digits and '-',
+	// and the binary's name must be "commucat-transport-" + Name.
+	Name string
+	// Version is the plugin's own version, shown to operators.
+	Version string
+	// Client builds the client side; nil if the plugin has none.
+	Client Factory
+	// Server builds the gateway side; nil if the plugin has none.
+	Server ServerFactory
+	// Params documents the accepted parameters.
+	Params []Param
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// Validate checks p.
+func (p Plugin) Validate() error {
+	if !nameRE.MatchString(p.Name) {
+		return fmt.Errorf("sdk: plugin name %q is not lowercase letters, digits and '-'", p.Name)
+	}
+	if p.Client == nil && p.Server == nil {
+		return errors.New("sdk: plugin " + p.Name + " has neither Client nor Server")
+	}
+	return nil
+}
+
+// stderr is the process's standard error as it was at start-up: go-plugin
+// replaces os.Stderr once serving, but logs belong on the original.
+var stderr = os.Stderr
+
+// NewLogger returns a logger that writes JSON lines in the format the host
+// re-logs (go-plugin's hclog JSON: "@level", "@message", "@timestamp") to
+// the process's standard error.
+func NewLogger() *slog.Logger {
+	return slog.New(newLogHandler(stderr, slog.LevelInfo))
+}
+
+// Serve runs p as a plugin until the host stops it or goes away, then
+// exits the process; it never returns. Run by hand (not by a CommuCat
+// host), it prints a note and exits with status 1.
+func Serve(p Plugin) {
+	log := NewLogger()
+	if err := p.Validate(); err != nil {
+		log.Error("invalid plugin", "error", err)
+		os.Exit(1)
+	}
+	if os.Getenv(proto.MagicCookieKey) != proto.MagicCookieValue {
+		fmt.Fprintf(stderr, "%s%s is a CommuCat transport plugin: put it into a plugins folder and the commucat binary runs it.\n", proto.BinaryPrefix, p.Name)
+		os.Exit(1)
+	}
+	os.Exit(serve(p, log))
+}

@@ -1,0 +1,597 @@
+package plugins
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/plugins/internal/ctl"
+	"github.com/commucat/commucat/plugins/proto"
+)
+
+// maxRecvMsg is the largest gRPC message the host accepts from a plugin:
+// every response is small, and a plugin sending more is cut off.
+const maxRecvMsg = 1 << 20
+
+// releaseQueue bounds the instances waiting to be closed in a plugin.
+const releaseQueue = 64
+
+// plugin is one plugin binary and its supervisor: the goroutine run keeps
+// a process (a generation) running, restarting it with backoff.
+type plugin struct {
+	h   *Host
+	log *slog.Logger
+
+	mu       sync.Mutex
+	info     Info
+	gen      *generation   // the running process, or nil
+	changed  chan struct{} // closed and replaced when gen or fatal change
+	fatal    error         // set when the plugin will not run again
+	restarts int
+
+	first   chan struct{}  // closed after the first start attempt
+	release chan *instance // instances to close in the plugin
+}
+
+func newPlugin(h *Host, info Info) *plugin {
+	p := &plugin{
+		h:       h,
+		log:     h.log.With("plugin", info.Name),
+		info:    info,
+		changed: make(chan struct{}),
+		first:   make(chan struct{}),
+		release: make(chan *instance, releaseQueue),
+	}
+	if info.Err != nil {
+		p.fatal = info.Err
+		close(p.first)
+	}
+	return p
+}
+
+// describe returns the plugin's Info once its first start is over.
+func (p *plugin) describe() Info {
+	<-p.first
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	info := p.info
+	if info.Err == nil && p.fatal != nil && p.gen == nil {
+		info.Err = p.fatal
+	}
+	return info
+}
+
+// notifyLocked wakes the goroutines waiting for a change.
+func (p *plugin) notifyLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *plugin) setGen(g *generation) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gen = g
+	p.notifyLocked()
+}
+
+func (p *plugin) setFatal(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fatal = err
+	p.gen = nil
+	p.notifyLocked()
+}
+
+// live returns the running generation, waiting for a (re)start until ctx
+// ends.
+func (p *plugin) live(ctx context.Context) (*generation, error) {
+	for {
+		p.mu.Lock()
+		g, fatal, changed := p.gen, p.fatal, p.changed
+		p.mu.Unlock()
+		switch {
+		case g != nil && !g.isDead():
+			return g, nil
+		case fatal != nil && errors.Is(fatal, transport.ErrClosed):
+			return nil, fatal
+		case fatal != nil:
+			return nil, fmt.Errorf("plugins: %s is not running: %w: %w", p.info.Name, transport.ErrRefused, fatal)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctxErr(p.info.Name, "wait for the plugin to start", ctx)
+		}
+	}
+}
+
+// backoff is the wait before the restart that follows the given number of
+// consecutive failures (at least 1): base doubled per failure, at most
+// limit.
+func backoff(base, limit time.Duration, failures int) time.Duration {
+	d := base
+	for i := 1; i < failures && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// errPermanent marks a start failure that a restart cannot cure.
+var errPermanent = errors.New("permanent")
+
+// run keeps the plugin running until ctx ends.
+func (p *plugin) run(ctx context.Context) {
+	defer p.h.wg.Done()
+	cfg := &p.h.cfg
+	failures := 0
+	for n := 1; ; n++ {
+		g, err := p.start(ctx, n)
+		if n == 1 {
+			if err != nil {
+				p.setFatal(err)
+			}
+			close(p.first)
+		}
+		switch {
+		case ctx.Err() != nil:
+			if g != nil {
+				g.stop(true)
+			}
+			p.setFatal(fmt.Errorf("plugins: %s: host closed: %w", p.info.Name, transport.ErrClosed))
+			return
+		case err != nil && (n == 1 || errors.Is(err, errPermanent)):
+			p.log.Error("plugin refused", "error", err)
+			p.setFatal(err)
+			return
+		case err != nil:
+			failures++
+			p.log.Warn("plugin failed to start", "error", err, "failures", failures)
+		default:
+			p.setGen(g)
+			p.log.Info("plugin running", "pid", g.pid(), "generation", n)
+			started := time.Now()
+			p.watch(ctx, g)
+			p.setGen(nil)
+			closing := ctx.Err() != nil
+			g.stop(closing)
+			if closing {
+				p.setFatal(fmt.Errorf("plugins: %s: host closed: %w", p.info.Name, transport.ErrClosed))
+				return
+			}
+			if time.Since(started) >= cfg.BackoffMax {
+				failures = 0
+			}
+			failures++
+			p.mu.Lock()
+			p.restarts++
+			p.mu.Unlock()
+			p.log.Warn("plugin stopped; restarting", "reason", g.deathReason(), "in", backoff(cfg.Backoff, cfg.BackoffMax, failures))
+		}
+		t := time.NewTimer(backoff(cfg.Backoff, cfg.BackoffMax, failures))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// watch checks g's health and closes released instances until g dies or
+// ctx ends.
+func (p *plugin) watch(ctx context.Context, g *generation) {
+	t := time.NewTicker(p.h.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.dead:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := g.health(ctx); err != nil && !g.isDead() && ctx.Err() == nil {
+				g.cut(fmt.Errorf("health check failed: %w", err))
+			}
+		case in := <-p.release:
+			in.closeOn(ctx, g)
+		}
+	}
+}
+
+var versionRE = regexp.MustCompile(`Plugin version: (\d+)`)
+
+// start starts generation n of the plugin and checks its description.
+func (p *plugin) start(ctx context.Context, n int) (*generation, error) {
+	cfg := &p.h.cfg
+	hostEnd, plugEnd, err := ctl.Pair()
+	if err != nil {
+		return nil, err
+	}
+	defer plugEnd.Close()
+	g := &generation{p: p, n: n, dead: make(chan struct{}), flows: make(map[uint64]*hostFlow)}
+	g.ctl, err = ctl.New(hostEnd, g.handleCtl)
+	hostEnd.Close()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(p.info.Path)
+	cmd.Env = append([]string{
+		proto.ControlFDEnv + "=3",
+		goplugin.EnvUnixSocketDir + "=" + p.h.sockDir,
+	}, cfg.Env...)
+	cmd.ExtraFiles = []*os.File{plugEnd} // descriptor 3
+	cmd.Dir = "/"
+	setProcAttr(cmd)
+	g.cmd = cmd
+	sum, _ := hex.DecodeString(p.info.SHA256)
+	g.client = goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig: goplugin.HandshakeConfig{
+			ProtocolVersion:  proto.ProtocolVersion,
+			MagicCookieKey:   proto.MagicCookieKey,
+			MagicCookieValue: proto.MagicCookieValue,
+		},
+		Plugins:          goplugin.PluginSet{proto.PluginName: grpcPlugin{}},
+		Cmd:              cmd,
+		SecureConfig:     &goplugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		SkipHostEnv:      true,
+		StartTimeout:     cfg.StartTimeout,
+		// go-plugin's own parsing of the plugin's log lines is off (a
+		// malformed line could crash it); Stderr re-logs them.
+		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Off, Output: io.Discard}),
+		Stderr: newLogWriter(p.log),
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsg)),
+		},
+	})
+	rpc, err := g.client.Client()
+	if err != nil {
+		g.client.Kill()
+		g.ctl.Close()
+		return nil, p.startErr(err)
+	}
+	raw, err := rpc.Dispense(proto.PluginName)
+	tc, ok := raw.(proto.TransportClient)
+	if err != nil || !ok {
+		g.client.Kill()
+		g.ctl.Close()
+		return nil, fmt.Errorf("plugins: %s: dispense: %w", p.info.Name, errors.Join(err, errPermanent))
+	}
+	g.rpc = tc
+	g.wg.Add(1)
+	go g.readCtl()
+	if err := p.checkDescription(ctx, g); err != nil {
+		g.cut(err)
+		g.stop(false)
+		return nil, err
+	}
+	return g, nil
+}
+
+// startErr explains why go-plugin could not start the plugin.
+func (p *plugin) startErr(err error) error {
+	name := p.info.Name
+	switch {
+	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
+		return fmt.Errorf("plugins: %s: %w (the binary changed since discovery): %w", name, ErrPinMismatch, errPermanent)
+	case versionRE.MatchString(err.Error()):
+		v, _ := strconv.Atoi(versionRE.FindStringSubmatch(err.Error())[1])
+		return errors.Join(&VersionError{Name: name, Plugin: v, Host: proto.ProtocolVersion}, errPermanent)
+	}
+	return fmt.Errorf("plugins: start %s: %w", name, err)
+}
+
+// checkDescription asks g to describe itself and records the answer.
+func (p *plugin) checkDescription(ctx context.Context, g *generation) error {
+	ctx, cancel := context.WithTimeout(ctx, p.h.cfg.CallTimeout)
+	defer cancel()
+	r, err := g.rpc.Describe(ctx, &proto.DescribeRequest{HostProtocolVersion: proto.ProtocolVersion})
+	if err == nil {
+		err = r.GetError().Err()
+	}
+	if err != nil {
+		return g.callErr(ctx, "describe", err)
+	}
+	if v := r.GetProtocolVersion(); v != proto.ProtocolVersion {
+		return errors.Join(&VersionError{Name: p.info.Name, Plugin: int(v), Host: proto.ProtocolVersion}, errPermanent)
+	}
+	if r.GetName() != p.info.Name {
+		return fmt.Errorf("plugins: %s describes itself as %.64q: %w", p.info.Path, r.GetName(), errPermanent)
+	}
+	if len(r.GetVersion()) > 256 || len(r.GetParams()) > 256 {
+		return fmt.Errorf("plugins: %s: oversized description: %w", p.info.Name, errPermanent)
+	}
+	caps := r.GetCapabilities()
+	info := Info{
+		Version: r.GetVersion(),
+		Capabilities: Capabilities{
+			Stream: caps.GetStream(),
+			Client: caps.GetClient(),
+			Server: caps.GetServer(),
+			// Datagrams do not cross the boundary in protocol version 1.
+		},
+	}
+	for _, pp := range r.GetParams() {
+		par := Param{Name: pp.GetName(), Doc: pp.GetDoc(), Required: pp.GetRequired()}
+		for _, role := range pp.GetRoles() {
+			par.Client = par.Client || role == proto.Role_ROLE_CLIENT
+			par.Server = par.Server || role == proto.Role_ROLE_SERVER
+		}
+		info.Params = append(info.Params, par)
+	}
+	p.mu.Lock()
+	p.info.Version, p.info.Capabilities, p.info.Params = info.Version, info.Capabilities, info.Params
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *plugin) stats(ctx context.Context) (Stats, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.h.cfg.CallTimeout)
+	defer cancel()
+	g, err := p.live(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	r, err := g.rpc.Stats(ctx, &proto.StatsRequest{})
+	if err == nil {
+		err = r.GetError().Err()
+	}
+	if err != nil {
+		return Stats{}, g.callErr(ctx, "stats", err)
+	}
+	p.mu.Lock()
+	restarts := p.restarts
+	p.mu.Unlock()
+	return Stats{
+		Restarts: restarts, Instances: r.GetInstances(), Listeners: r.GetListeners(),
+		FlowsOpen: r.GetFlowsOpen(), FlowsTotal: r.GetFlowsTotal(), Dials: r.GetDials(),
+		DialErrors: r.GetDialErrors(), Accepts: r.GetAccepts(),
+		BytesToHost: r.GetBytesToHost(), BytesFromHost: r.GetBytesFromHost(),
+	}, nil
+}
+
+func (p *plugin) health(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.h.cfg.CallTimeout)
+	defer cancel()
+	g, err := p.live(ctx)
+	if err != nil {
+		return err
+	}
+	return g.health(ctx)
+}
+
+// grpcPlugin is go-plugin's view of the Transport service, client side.
+type grpcPlugin struct {
+	goplugin.NetRPCUnsupportedPlugin
+}
+
+func (grpcPlugin) GRPCServer(*goplugin.GRPCBroker, *grpc.Server) error {
+	return errors.New("plugins: the host serves no plugin")
+}
+
+func (grpcPlugin) GRPCClient(_ context.Context, _ *goplugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return proto.NewTransportClient(c), nil
+}
+
+// generation is one run of a plugin's process.
+type generation struct {
+	p      *plugin
+	n      int
+	cmd    *exec.Cmd
+	client *goplugin.Client
+	rpc    proto.TransportClient
+	ctl    *ctl.Conn
+	wg     sync.WaitGroup // readCtl
+
+	dead     chan struct{} // closed when the process is (being) stopped
+	deadOnce sync.Once
+	reason   error // why, set before dead is closed
+
+	mu       sync.Mutex
+	lastFlow uint64
+	flows    map[uint64]*hostFlow
+}
+
+// hostFlow is what the host knows of an open flow.
+type hostFlow struct {
+	eof bool // the plugin announced the clean end of its stream
+}
+
+func (g *generation) pid() int {
+	if g.cmd.Process == nil {
+		return 0
+	}
+	return g.cmd.Process.Pid
+}
+
+func (g *generation) isDead() bool {
+	select {
+	case <-g.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+func (g *generation) deathReason() error {
+	<-g.dead
+	return g.reason
+}
+
+// markDead records why g ends; only the first reason counts.
+func (g *generation) markDead(reason error) bool {
+	first := false
+	g.deadOnce.Do(func() {
+		g.reason = reason
+		close(g.dead)
+		first = true
+	})
+	return first
+}
+
+// cut kills the process at once (SIGKILL) for reason; the supervisor
+// reaps it and restarts the plugin.
+func (g *generation) cut(reason error) {
+	if g.markDead(reason) {
+		g.p.log.Error("plugin cut off", "reason", reason)
+		if g.cmd.Process != nil {
+			g.cmd.Process.Kill() //nolint:errcheck // it may have exited already
+		}
+	}
+}
+
+var errStopped = errors.New("stopped by the host")
+
+// stop ends the process, gracefully (go-plugin asks it to exit, then
+// kills it after 2 s) or at once, and waits for it and g's goroutines.
+func (g *generation) stop(graceful bool) {
+	if graceful {
+		g.markDead(errStopped)
+	} else {
+		g.cut(errStopped)
+	}
+	g.client.Kill()
+	g.ctl.Close()
+	g.wg.Wait()
+}
+
+// readCtl reads the control socket until the plugin goes away or breaks
+// the protocol, then cuts it off.
+func (g *generation) readCtl() {
+	defer g.wg.Done()
+	err := g.ctl.Run()
+	var v *ctl.ViolationError
+	switch {
+	case errors.As(err, &v):
+		g.cut(err)
+	case g.isDead():
+	default:
+		g.cut(fmt.Errorf("the plugin exited or closed its control socket: %w", err))
+	}
+}
+
+// handleCtl handles a message from the plugin: only EOF may come.
+func (g *generation) handleCtl(m ctl.Msg, fds []int) error {
+	if len(fds) > 0 {
+		closeFDs(fds)
+		return &ctl.ViolationError{Reason: "the plugin sent descriptors"}
+	}
+	if m.Type != ctl.TypeEOF {
+		return &ctl.ViolationError{Reason: fmt.Sprintf("the plugin sent %s", m.Type)}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m.Flow > g.lastFlow {
+		return &ctl.ViolationError{Reason: fmt.Sprintf("EOF for flow %d, which was never opened", m.Flow)}
+	}
+	if f := g.flows[m.Flow]; f != nil {
+		f.eof = true
+	}
+	return nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		os.NewFile(uintptr(fd), "").Close()
+	}
+}
+
+// openFlow creates a flow and sends its plugin end; the caller names the
+// flow in a Dial or Accept call.
+func (g *generation) openFlow(ctx context.Context) (uint64, *net.UnixConn, error) {
+	uc, peer, err := ctl.FlowPair()
+	if err != nil {
+		return 0, nil, fmt.Errorf("plugins: %s: %w", g.p.info.Name, err)
+	}
+	defer peer.Close()
+	g.mu.Lock()
+	g.lastFlow++
+	id := g.lastFlow
+	g.flows[id] = &hostFlow{}
+	g.mu.Unlock()
+	deadline := time.Now().Add(g.p.h.cfg.CallTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := g.ctl.Send(ctl.Msg{Type: ctl.TypeFlow, Flow: id}, peer, deadline); err != nil {
+		uc.Close()
+		g.forget(id)
+		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+			g.cut(errors.New("the plugin does not read its control socket"))
+		}
+		if ctx.Err() != nil {
+			return 0, nil, ctxErr(g.p.info.Name, "open flow", ctx)
+		}
+		return 0, nil, &opError{name: g.p.info.Name, op: "open flow", kind: transport.ErrRefused, err: err}
+	}
+	return id, uc, nil
+}
+
+// forget drops a flow's state.
+func (g *generation) forget(id uint64) {
+	g.mu.Lock()
+	delete(g.flows, id)
+	g.mu.Unlock()
+}
+
+// abandon drops a flow whose Dial or Accept failed and tells the plugin.
+func (g *generation) abandon(id uint64) {
+	g.forget(id)
+	g.send(ctl.TypeClose, id) //nolint:errcheck // a dead plugin needs no CLOSE
+}
+
+// send sends a message without a descriptor; a plugin that does not take
+// it within CallTimeout is cut off.
+func (g *generation) send(t ctl.Type, id uint64) error {
+	if g.isDead() {
+		return errors.New("plugin stopped")
+	}
+	err := g.ctl.Send(ctl.Msg{Type: t, Flow: id}, nil, time.Now().Add(g.p.h.cfg.CallTimeout))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		g.cut(errors.New("the plugin does not read its control socket"))
+	}
+	return err
+}
+
+// cleanEOF reports whether the plugin announced the end of flow id's
+// stream, after handling every control message already received, and
+// why the control socket ended if it did.
+func (g *generation) cleanEOF(id uint64) (bool, error) {
+	err := g.ctl.Sync()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := g.flows[id]
+	return f != nil && f.eof, err
+}
+
+func (g *generation) health(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, g.p.h.cfg.CallTimeout)
+	defer cancel()
+	r, err := g.rpc.Health(ctx, &proto.HealthRequest{})
+	if err == nil {
+		err = r.GetError().Err()
+	}
+	return err
+}
+
+// Control message types, for brevity.
+const (
+	ctlEOF   = ctl.TypeEOF
+	ctlClose = ctl.TypeClose
+)

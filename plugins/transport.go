@@ -1,0 +1,616 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/plugins/proto"
+)
+
+// Transport is a plugin's transport as the core uses it: one instance in
+// the plugin process, configured for the client or the gateway side.
+// After the plugin restarts, the instance is configured again from the
+// same parameters on first use. A Transport is safe for concurrent use.
+type Transport struct {
+	p   *plugin
+	in  *instance
+	pub transport.Params // public parameters, for a server
+}
+
+var _ transport.Transport = (*Transport)(nil)
+
+// instance is a Transport's instance in the current generation. It is
+// apart from Transport so that a cleanup can release it once the
+// Transport is garbage.
+type instance struct {
+	role   proto.Role
+	params transport.Params
+	dir    string
+
+	mu  sync.Mutex
+	gen *generation
+	id  uint64
+	pub transport.Params
+}
+
+// clientFactory is the plugin's transport.Factory.
+func (p *plugin) clientFactory(params transport.Params) (transport.Transport, error) {
+	t := p.newTransport(proto.Role_ROLE_CLIENT, params, "")
+	ctx, cancel := context.WithTimeout(context.Background(), p.h.cfg.CallTimeout)
+	defer cancel()
+	if _, _, err := t.instance(ctx); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// serverFactory is the plugin's transport.ServerFactory.
+func (p *plugin) serverFactory(params transport.Params, dir string) (transport.Transport, transport.Params, error) {
+	t := p.newTransport(proto.Role_ROLE_SERVER, params, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), p.h.cfg.CallTimeout)
+	defer cancel()
+	if _, _, err := t.instance(ctx); err != nil {
+		return nil, nil, err
+	}
+	return t, maps.Clone(t.pub), nil
+}
+
+func (p *plugin) newTransport(role proto.Role, params transport.Params, dir string) *Transport {
+	t := &Transport{p: p, in: &instance{role: role, params: maps.Clone(params), dir: dir}}
+	runtime.AddCleanup(t, func(in *instance) {
+		select {
+		case p.release <- in:
+		default: // the plugin keeps the instance until it restarts
+		}
+	}, t.in)
+	return t
+}
+
+// instance returns the live generation and the Transport's instance in
+// it, configuring one if needed.
+func (t *Transport) instance(ctx context.Context) (*generation, uint64, error) {
+	g, err := t.p.live(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	in := t.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.gen == g {
+		return g, in.id, nil
+	}
+	r, err := g.rpc.Configure(ctx, &proto.ConfigureRequest{Role: in.role, Params: in.params, StateDir: in.dir})
+	if err == nil {
+		err = r.GetError().Err()
+	}
+	if err != nil {
+		return nil, 0, g.callErr(ctx, "configure", err)
+	}
+	if r.GetInstance() == 0 || !smallParams(r.GetPublicParams()) {
+		err := fmt.Errorf("configure: invalid response (instance %d, %d public parameters)", r.GetInstance(), len(r.GetPublicParams()))
+		g.cut(err)
+		return nil, 0, &opError{name: t.p.info.Name, op: "configure", kind: transport.ErrRefused, err: err}
+	}
+	pub := transport.Params(r.GetPublicParams())
+	if in.gen != nil && in.role == proto.Role_ROLE_SERVER && !maps.Equal(pub, in.pub) {
+		t.p.log.Warn("public parameters changed after a restart; issued invites may not work")
+	}
+	in.gen, in.id, in.pub = g, r.GetInstance(), pub
+	if t.pub == nil {
+		t.pub = pub
+	}
+	return g, in.id, nil
+}
+
+// closeOn closes the instance in g, if it lives there.
+func (in *instance) closeOn(ctx context.Context, g *generation) {
+	in.mu.Lock()
+	id := in.id
+	live := in.gen == g
+	in.gen = nil
+	in.mu.Unlock()
+	if !live {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.p.h.cfg.CallTimeout)
+	defer cancel()
+	g.rpc.Close(ctx, &proto.CloseRequest{Target: &proto.CloseRequest_Instance{Instance: id}}) //nolint:errcheck // best effort
+}
+
+func smallParams(m map[string]string) bool {
+	if len(m) > 64 {
+		return false
+	}
+	for k, v := range m {
+		if len(k) > 256 || len(v) > proto.MaxMessage {
+			return false
+		}
+	}
+	return true
+}
+
+// Name returns the plugin's name.
+func (t *Transport) Name() string { return t.p.info.Name }
+
+// Close releases the transport's instance in the plugin. Connections and
+// listeners it opened stay open.
+func (t *Transport) Close() error {
+	g, err := t.p.live(context.Background())
+	if err != nil {
+		return nil
+	}
+	t.in.closeOn(context.Background(), g)
+	return nil
+}
+
+// Dial connects to addr through the plugin. ctx and DialTimeout bound the
+// whole set-up; a plugin that does not answer in time gives an error
+// wrapping transport.ErrTimeout.
+func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	h := t.p.h
+	if err := h.addFlow(); err != nil {
+		return nil, err
+	}
+	c, err := t.dial(ctx, addr)
+	if err != nil {
+		h.flowDone()
+		return nil, err
+	}
+	return c.netConn(), nil
+}
+
+func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.p.h.cfg.DialTimeout)
+	defer cancel()
+	g, inst, err := t.instance(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, uc, err := g.openFlow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r, err := g.rpc.Dial(ctx, &proto.DialRequest{Instance: inst, Flow: id, Addr: addr})
+	if err == nil {
+		err = r.GetError().Err()
+	}
+	if err == nil {
+		err = g.checkAddrs("dial", r.GetLocal(), r.GetRemote())
+	}
+	if err != nil {
+		uc.Close()
+		g.abandon(id)
+		return nil, g.callErr(ctx, "dial "+addr, err)
+	}
+	return newConn(g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
+}
+
+// Listen starts a listener in the plugin. ctx and CallTimeout bound the
+// call. The listener survives a restart of the plugin: it listens again
+// on the address it was bound to.
+func (t *Transport) Listen(ctx context.Context, addr string) (transport.Listener, error) {
+	if t.p.h.isClosed() {
+		return nil, &opError{name: t.p.info.Name, op: "listen", kind: transport.ErrClosed, err: errors.New("host closed")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.p.h.cfg.CallTimeout)
+	defer cancel()
+	g, inst, err := t.instance(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, a, err := g.listen(ctx, inst, addr)
+	if err != nil {
+		return nil, err
+	}
+	l := &listener{t: t, gen: g, id: id, addr: a}
+	l.life, l.stop = context.WithCancel(context.Background())
+	return l, nil
+}
+
+// listen opens a listener in g.
+func (g *generation) listen(ctx context.Context, inst uint64, addr string) (uint64, netAddr, error) {
+	r, err := g.rpc.Listen(ctx, &proto.ListenRequest{Instance: inst, Addr: addr})
+	if err == nil {
+		err = r.GetError().Err()
+	}
+	if err == nil {
+		err = g.checkAddrs("listen", r.GetAddr())
+	}
+	if err == nil && r.GetListener() == 0 {
+		err = g.violation("listen", errors.New("listener id 0"))
+	}
+	if err != nil {
+		return 0, netAddr{}, g.callErr(ctx, "listen "+addr, err)
+	}
+	return r.GetListener(), addrFrom(r.GetAddr()), nil
+}
+
+// listener is a listener in a plugin.
+type listener struct {
+	t    *Transport
+	addr netAddr
+
+	// life ends when the listener is closed; it cancels pending Accepts.
+	life context.Context
+	stop context.CancelFunc
+
+	mu     sync.Mutex
+	gen    *generation // where id lives
+	id     uint64
+	closed bool
+}
+
+// Accept waits for the next connection. If the plugin restarts meanwhile,
+// Accept listens again in the new process and goes on waiting.
+func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
+	name := l.t.p.info.Name
+	if err := ctx.Err(); err != nil {
+		return nil, ctxErr(name, "accept", ctx)
+	}
+	if l.isClosed() {
+		return nil, l.closedErr()
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(l.life, cancel)
+	defer stop()
+	h := l.t.p.h
+	for {
+		c, err := l.acceptOnce(actx)
+		switch {
+		case err == nil:
+			if err := h.addFlow(); err != nil {
+				c.release()
+				return nil, err
+			}
+			return c.netConn(), nil
+		case l.isClosed():
+			err = l.closedErr()
+		case ctx.Err() != nil:
+			err = ctxErr(name, "accept", ctx)
+		case errors.Is(err, errGenDied):
+			continue // listen again in the restarted plugin
+		}
+		return nil, err
+	}
+}
+
+var errGenDied = errors.New("plugin died")
+
+func (l *listener) acceptOnce(ctx context.Context) (*conn, error) {
+	g, lid, err := l.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, uc, err := g.openFlow(ctx)
+	if err != nil {
+		if g.isDead() {
+			return nil, errGenDied
+		}
+		return nil, err
+	}
+	r, err := g.rpc.Accept(ctx, &proto.AcceptRequest{Listener: lid, Flow: id})
+	if err == nil {
+		err = r.GetError().Err()
+	}
+	if err == nil {
+		err = g.checkAddrs("accept", r.GetLocal(), r.GetRemote())
+	}
+	if err != nil {
+		uc.Close()
+		g.abandon(id)
+		err = g.callErr(ctx, "accept", err)
+		if g.isDead() && ctx.Err() == nil {
+			return nil, errGenDied
+		}
+		return nil, err
+	}
+	return newConn(g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
+}
+
+// current returns the generation and the listener's id in it, listening
+// again on the bound address after a restart.
+func (l *listener) current(ctx context.Context) (*generation, uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gen != nil && !l.gen.isDead() {
+		return l.gen, l.id, nil
+	}
+	g, inst, err := l.t.instance(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	id, _, err := g.listen(ctx, inst, l.addr.address)
+	if err != nil {
+		return nil, 0, err
+	}
+	l.gen, l.id = g, id
+	l.t.p.log.Info("listening again after a restart", "addr", l.addr.address)
+	return g, id, nil
+}
+
+func (l *listener) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+func (l *listener) closedErr() error {
+	return &opError{name: l.t.p.info.Name, op: "accept on " + l.addr.address, kind: transport.ErrClosed, err: net.ErrClosed}
+}
+
+// Close stops the listener in the plugin; pending Accepts return
+// transport.ErrClosed. It is idempotent.
+func (l *listener) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	g, id := l.gen, l.id
+	l.mu.Unlock()
+	l.stop()
+	if g == nil || g.isDead() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.t.p.h.cfg.CallTimeout)
+	defer cancel()
+	r, err := g.rpc.Close(ctx, &proto.CloseRequest{Target: &proto.CloseRequest_Listener{Listener: id}})
+	if err == nil {
+		err = r.GetError().Err()
+	}
+	if err != nil && !g.isDead() {
+		return g.callErr(ctx, "close listener", err)
+	}
+	return nil
+}
+
+// Addr is the address the plugin's listener is bound to.
+func (l *listener) Addr() net.Addr { return l.addr }
+
+// netAddr is an address a plugin reported.
+type netAddr struct{ network, address string }
+
+func (a netAddr) Network() string { return a.network }
+func (a netAddr) String() string  { return a.address }
+
+func addrFrom(a *proto.Addr) netAddr {
+	return netAddr{network: a.GetNetwork(), address: a.GetAddress()}
+}
+
+// checkAddrs cuts the plugin off if an address it reported is oversized.
+func (g *generation) checkAddrs(op string, addrs ...*proto.Addr) error {
+	for _, a := range addrs {
+		if len(a.GetNetwork()) > 64 || len(a.GetAddress()) > 1024 {
+			return g.violation(op, fmt.Errorf("address of %d bytes", len(a.GetAddress())))
+		}
+	}
+	return nil
+}
+
+// errViolation marks a protocol violation by a plugin.
+var errViolation = errors.New("protocol violation")
+
+// violation cuts g off for breaking the protocol in op.
+func (g *generation) violation(op string, err error) error {
+	err = fmt.Errorf("%w in %s: %w", errViolation, op, err)
+	g.cut(err)
+	return err
+}
+
+// callErr turns a failed control call into the error the caller sees. A
+// plugin's own error keeps its code; a call that timed out or was
+// cancelled matches the context's error (and transport.ErrTimeout for a
+// deadline); a gRPC failure that is not the caller's means the plugin died
+// or broke the protocol, and it is cut off.
+func (g *generation) callErr(ctx context.Context, op string, err error) error {
+	name := g.p.info.Name
+	var re *proto.RemoteError
+	switch {
+	case errors.As(err, &re):
+		return &opError{name: name, op: op, err: err}
+	case errors.Is(err, errViolation):
+		return &opError{name: name, op: op, kind: transport.ErrRefused, err: err}
+	case ctx.Err() != nil:
+		return ctxErr(name, op, ctx)
+	}
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.DeadlineExceeded:
+		return &opError{name: name, op: op, kind: transport.ErrTimeout, err: err}
+	case codes.Canceled:
+		return &opError{name: name, op: op, kind: context.Canceled, err: err}
+	case codes.Unimplemented:
+		return &opError{name: name, op: op, kind: transport.ErrUnsupported, err: err}
+	case codes.Unavailable:
+		if g.isDead() {
+			return &opError{name: name, op: op, kind: transport.ErrRefused, err: fmt.Errorf("plugin stopped: %w", g.reason)}
+		}
+		g.cut(fmt.Errorf("control connection lost in %s: %w", op, err))
+		return &opError{name: name, op: op, kind: transport.ErrRefused, err: err}
+	}
+	return &opError{name: name, op: op, kind: transport.ErrRefused, err: g.violation(op, err)}
+}
+
+// ctxErr reports why ctx ended: a deadline also wraps transport.ErrTimeout.
+func ctxErr(name, op string, ctx context.Context) error {
+	err := context.Cause(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &opError{name: name, op: op, kind: transport.ErrTimeout, err: err}
+	}
+	return &opError{name: name, op: op, err: err}
+}
+
+// conn is the host's end of a flow: a real AF_UNIX socket, so reads,
+// writes and deadlines are the kernel's.
+type conn struct {
+	uc            *net.UnixConn
+	g             *generation
+	id            uint64
+	local, remote netAddr
+	half          bool
+
+	shut      atomic.Bool // CloseWrite done
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// halfConn is a conn whose transport honours a half close.
+type halfConn struct{ *conn }
+
+// CloseWrite ends the stream towards the peer; reading goes on.
+func (c halfConn) CloseWrite() error { return c.closeWrite() }
+
+func newConn(g *generation, id uint64, uc *net.UnixConn, local, remote *proto.Addr, half bool) *conn {
+	return &conn{uc: uc, g: g, id: id, local: addrFrom(local), remote: addrFrom(remote), half: half}
+}
+
+// netConn returns c with CloseWrite if the transport honours it.
+func (c *conn) netConn() net.Conn {
+	if c.half {
+		return halfConn{c}
+	}
+	return c
+}
+
+// release closes a conn that was never handed out.
+func (c *conn) release() {
+	c.uc.Close()
+	c.g.abandon(c.id)
+}
+
+// Read reads from the flow. The end of the plugin's stream is io.EOF only
+// if the plugin announced it; otherwise the plugin died or its
+// connection failed, and Read returns an error wrapping
+// transport.ErrRefused.
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.uc.Read(b)
+	if err == io.EOF {
+		clean, ctlErr := c.g.cleanEOF(c.id)
+		if clean {
+			return n, io.EOF
+		}
+		return n, c.abnormal("read", ctlErr)
+	}
+	if err != nil {
+		err = c.wrap("read", err)
+	}
+	return n, err
+}
+
+// abnormal is the error of a flow that ended without an announced EOF.
+func (c *conn) abnormal(op string, ctlErr error) error {
+	why := errors.New("the plugin's connection failed")
+	if ctlErr != nil || c.g.isDead() {
+		why = errors.New("the plugin exited")
+	}
+	return &opError{name: c.g.p.info.Name, op: op, kind: transport.ErrRefused, err: fmt.Errorf("flow %d ended abnormally: %w", c.id, why)}
+}
+
+// Write writes to the flow.
+func (c *conn) Write(b []byte) (int, error) {
+	n, err := c.uc.Write(b)
+	if err != nil {
+		err = c.wrap("write", err)
+	}
+	return n, err
+}
+
+func (c *conn) closeWrite() error {
+	if err := c.g.send(ctlEOF, c.id); err != nil {
+		return c.wrap("close write", err)
+	}
+	c.shut.Store(true)
+	if err := c.uc.CloseWrite(); err != nil {
+		return c.wrap("close write", err)
+	}
+	return nil
+}
+
+// Close closes the flow; the plugin closes its connection once it has
+// delivered what was written before.
+func (c *conn) Close() error {
+	c.closeOnce.Do(func() {
+		if c.shut.Load() {
+			c.g.send(ctlClose, c.id) //nolint:errcheck // a dead plugin needs no CLOSE
+		}
+		if err := c.uc.Close(); err != nil {
+			c.closeErr = c.wrap("close", err)
+		}
+		c.g.forget(c.id)
+		c.g.p.h.flowDone()
+	})
+	return c.closeErr
+}
+
+// LocalAddr is the local address of the plugin's connection.
+func (c *conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr is the remote address of the plugin's connection.
+func (c *conn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline sets the read and write deadlines.
+func (c *conn) SetDeadline(t time.Time) error { return c.uc.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline.
+func (c *conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline.
+func (c *conn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadline(t) }
+
+// wrap wraps an I/O error with its core/transport sentinel.
+func (c *conn) wrap(op string, err error) error {
+	var ne net.Error
+	var kind error
+	switch {
+	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED):
+		kind = transport.ErrRefused
+		err = fmt.Errorf("flow %d ended abnormally: %w", c.id, err)
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		kind = transport.ErrTimeout
+	case errors.Is(err, net.ErrClosed):
+		kind = transport.ErrClosed
+	}
+	return &opError{name: c.g.p.info.Name, op: op, kind: kind, err: err}
+}
+
+// opError is an error of a plugin transport: it matches both its
+// core/transport sentinel (if any) and the error it wraps.
+type opError struct {
+	name string
+	op   string
+	kind error // a core/transport sentinel, context.Canceled, or nil
+	err  error
+}
+
+func (e *opError) Error() string { return "plugins: " + e.name + ": " + e.op + ": " + e.err.Error() }
+
+func (e *opError) Unwrap() []error {
+	if e.kind == nil {
+		return []error{e.err}
+	}
+	return []error{e.kind, e.err}
+}
+
+// Timeout reports whether the error is a timeout, as net.Error does.
+func (e *opError) Timeout() bool { return errors.Is(e, transport.ErrTimeout) }
+
+// Temporary is false: it is part of net.Error only for compatibility.
+func (e *opError) Temporary() bool { return false }
+
+var _ net.Error = (*opError)(nil)

@@ -354,6 +354,33 @@ func TestParseSpecialCases(t *testing.T) {
 			t.Errorf("Parse = %+v, %v", p, err)
 		}
 	})
+	t.Run("ipv4 options", func(t *testing.T) {
+		b := mustUDP(t, UDPSpec{Src: c4, Dst: s4, Payload: []byte("opt")})
+		// Insert a 4-byte option (NOP NOP NOP EOL) and fix the header.
+		b = append(append(append([]byte(nil), b[:20]...), 1, 1, 1, 0), b[20:]...)
+		b[0] = 0x46
+		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+		b[10], b[11] = 0, 0
+		binary.BigEndian.PutUint16(b[10:], Checksum(b[:24], 0))
+		p, err := Parse(b)
+		if err != nil || p.HeaderLen != 24 || string(p.Payload) != "opt" {
+			t.Fatalf("Parse = %+v, %v", p, err)
+		}
+		if err := VerifyChecksums(b); err != nil {
+			t.Errorf("VerifyChecksums: %v", err)
+		}
+	})
+	t.Run("ipv6 authentication header", func(t *testing.T) {
+		b := make([]byte, IPv6HeaderLen)
+		b[0], b[6] = 0x60, 51
+		b = append(b, ProtoUDP, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) // AH of (1+2)*4 = 12 bytes
+		b = append(b, 0, 7, 0, 9, 0, 8, 0, 0)
+		binary.BigEndian.PutUint16(b[4:], uint16(len(b)-IPv6HeaderLen))
+		p, err := Parse(b)
+		if err != nil || !p.IsUDP() || p.SrcPort != 7 || p.DstPort != 9 || p.HeaderLen != 52 {
+			t.Errorf("Parse = %+v, %v", p, err)
+		}
+	})
 	t.Run("seq len counts syn and fin", func(t *testing.T) {
 		p, _ := Parse(mustTCP(t, TCPSpec{Src: c4, Dst: s4, Flags: SYN | FIN, Payload: []byte("abc")}))
 		if p.SeqLen() != 5 {

@@ -28,6 +28,10 @@ const (
 	DefaultWindow = replayWindow
 )
 
+// maxPoolBytes bounds the buffers a Decoder keeps for reuse, on top of
+// MaxBytes.
+const maxPoolBytes = 1 << 20
+
 // DecoderConfig configures a Decoder. The zero value is the default.
 type DecoderConfig struct {
 	// Timeout is how long a block or an unclaimed data record is kept.
@@ -148,6 +152,7 @@ type Decoder struct {
 	maxBytes   int
 	window     uint64
 	codes      codes
+	pool       bufPool
 
 	blocks     map[uint64]*block // by first seq
 	blockOrder []*block          // oldest first; may hold forgotten blocks
@@ -174,6 +179,7 @@ func NewDecoder(cfg DecoderConfig) (*Decoder, error) {
 		blocks:     make(map[uint64]*block),
 		bySeq:      make(map[uint64]*block),
 		pending:    make(map[uint64]*unclaimed),
+		pool:       bufPool{maxBytes: min(cmpOr(cfg.MaxBytes, DefaultMaxBytes)/4, maxPoolBytes)},
 	}, nil
 }
 
@@ -199,7 +205,7 @@ func (d *Decoder) AddRecord(dst [][]byte, rec []byte) [][]byte {
 		if b.shards[i] != nil || len(rec) > b.shardLen || !d.makeRoom(len(rec)) || !d.live(b) {
 			return dst
 		}
-		d.store(b, i, slices.Clone(rec))
+		d.store(b, i, d.pool.clone(rec))
 		return d.try(dst, b)
 	}
 	if _, ok := d.pending[seq]; ok {
@@ -210,7 +216,7 @@ func (d *Decoder) AddRecord(dst [][]byte, rec []byte) [][]byte {
 	if len(d.pending) >= d.maxRecords || !d.makeRoom(len(rec)) {
 		return dst
 	}
-	u := &unclaimed{seq: seq, rec: slices.Clone(rec), at: now}
+	u := &unclaimed{seq: seq, rec: d.pool.clone(rec), at: now}
 	d.pending[seq] = u
 	d.pendOrder = append(d.pendOrder, u)
 	d.used += len(rec)
@@ -259,7 +265,7 @@ func (d *Decoder) AddParity(dst [][]byte, payload []byte) ([][]byte, error) {
 	if b.done || b.shards[h.index] != nil || !d.makeRoom(len(shard)) || !d.live(b) {
 		return dst, nil
 	}
-	d.store(b, h.index, slices.Clone(shard))
+	d.store(b, h.index, d.pool.clone(shard))
 	return d.try(dst, b), nil
 }
 
@@ -286,6 +292,8 @@ func (d *Decoder) newBlock(h *header, now time.Time) *block {
 			d.used -= len(u.rec)
 			if len(u.rec) <= b.shardLen {
 				d.store(b, i, u.rec)
+			} else {
+				d.pool.put(u.rec)
 			}
 		}
 	}
@@ -329,11 +337,22 @@ func (d *Decoder) try(dst [][]byte, b *block) [][]byte {
 	missing := make([]bool, b.k)
 	for i := range b.k {
 		missing[i] = b.shards[i] == nil
-		if !missing[i] && len(b.shards[i]) < b.shardLen {
-			// Pad a copy: the stored record is exact.
-			p := make([]byte, b.shardLen)
-			copy(p, b.shards[i])
-			b.shards[i] = p
+		if missing[i] {
+			// Empty with room: the code rebuilds into it.
+			b.shards[i] = d.pool.get(b.shardLen)[:0]
+			continue
+		}
+		if s := b.shards[i]; len(s) < b.shardLen {
+			// Pad the record with zeros: it is stored unpadded.
+			n := len(s)
+			if cap(s) < b.shardLen {
+				s = d.pool.get(b.shardLen)
+				copy(s, b.shards[i])
+				d.pool.put(b.shards[i])
+			}
+			s = s[:b.shardLen]
+			clear(s[n:])
+			b.shards[i] = s
 		}
 	}
 	if err := code.ReconstructData(b.shards); err != nil {
@@ -355,6 +374,7 @@ func (d *Decoder) try(dst [][]byte, b *block) [][]byte {
 		}
 		d.stats.repaired.Add(1)
 		dst = append(dst, s[:n:n])
+		b.shards[i] = nil // the caller owns it now
 	}
 	d.finish(b)
 	return dst
@@ -372,6 +392,9 @@ func zero(b []byte) bool {
 // finish releases b's shards; b stays known so that late shards of it are
 // ignored, until it expires.
 func (d *Decoder) finish(b *block) {
+	for _, s := range b.shards {
+		d.pool.put(s)
+	}
 	b.done = true
 	d.used -= b.bytes
 	b.bytes, b.shards = 0, nil
@@ -425,6 +448,7 @@ func (d *Decoder) dropOldestRecord() bool {
 func (d *Decoder) dropRecord(u *unclaimed) {
 	delete(d.pending, u.seq)
 	d.used -= len(u.rec)
+	d.pool.put(u.rec)
 	d.stats.dropped.Add(1)
 }
 

@@ -102,7 +102,8 @@
 // MaxBytes bytes of shards; blocks and records leave after Timeout, or
 // when the window (by default the session's replay window) has moved past
 // them, or to make room for newer ones. A block that leaves before it could
-// be completed is counted as unrecoverable.
+// be completed is counted as unrecoverable. A Decoder also keeps up to 1 MiB
+// of spent buffers for reuse. Records it returns belong to the caller.
 //
 // Encoders, Decoders and Controllers are not safe for concurrent use,
 // except their Stats methods; they start no goroutines.

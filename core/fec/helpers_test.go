@@ -130,15 +130,21 @@ func feedChecked(t testing.TB, d *Decoder, shards []shard, originals [][]byte) [
 	var all [][]byte
 	for _, s := range shards {
 		var out [][]byte
+		// The Decoder must copy what it keeps: the caller's buffer is
+		// clobbered after each call.
+		in := slices.Clone(s.b)
 		if s.parity {
 			var err error
-			if out, err = d.AddParity(nil, s.b); err != nil {
+			if out, err = d.AddParity(nil, in); err != nil {
 				t.Fatalf("AddParity: %v", err)
 			}
 		} else {
-			out = d.AddRecord(nil, s.b)
+			out = d.AddRecord(nil, in)
 			seq, _ := recordSeq(s.b)
 			seen[seq] = true
+		}
+		for i := range in {
+			in[i] = 0xee
 		}
 		for _, r := range out {
 			seq, _ := recordSeq(r)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/commucat/commucat/core/frame"
 	"github.com/commucat/commucat/core/handshake"
@@ -148,7 +149,20 @@ func pathJoinFrame(i uint64) frame.Frame {
 type Table struct {
 	mu     sync.Mutex
 	tokens map[[TokenSize]byte]tokenEntry
+	// gone holds the tokens of sessions that ended recently, oldest
+	// first: a join for one of them is refused without being taken for a
+	// handshake (which the gateway would count against the source's rate
+	// limit). A client that closes a session while its extra paths are
+	// still joining sends exactly such joins.
+	gone     map[[TokenSize]byte]time.Time
+	goneFIFO [][TokenSize]byte
 }
+
+// Tombstones: how long and how many tokens of ended sessions are kept.
+const (
+	goneTTL = time.Minute
+	maxGone = 1 << 16
+)
 
 type tokenEntry struct {
 	s *Session
@@ -223,14 +237,53 @@ func (s *Session) joinTable() *Table {
 	return s.tok.table
 }
 
-// remove drops every token of s.
+// remove drops every token of s, keeping them as tombstones for goneTTL.
 func (t *Table) remove(s *Session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := time.Now()
+	t.expireGone(now)
+	if t.gone == nil {
+		t.gone = make(map[[TokenSize]byte]time.Time)
+	}
 	for i, tok := range s.tok.live {
 		delete(t.tokens, tok)
 		delete(s.tok.live, i)
+		if len(t.goneFIFO) >= maxGone {
+			delete(t.gone, t.goneFIFO[0])
+			t.goneFIFO = t.goneFIFO[1:]
+		}
+		t.gone[tok] = now.Add(goneTTL)
+		t.goneFIFO = append(t.goneFIFO, tok)
 	}
+}
+
+// expireGone drops tombstones older than goneTTL. Called with t.mu held.
+func (t *Table) expireGone(now time.Time) {
+	for len(t.goneFIFO) > 0 {
+		tok := t.goneFIFO[0]
+		if exp, ok := t.gone[tok]; ok && now.Before(exp) {
+			return
+		}
+		delete(t.gone, tok)
+		t.goneFIFO = t.goneFIFO[1:]
+	}
+	if len(t.goneFIFO) == 0 {
+		t.goneFIFO = nil
+	}
+}
+
+// buried reports whether tok belonged to a session that ended recently,
+// and forgets it (a token is refused once).
+func (t *Table) buried(tok [TokenSize]byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expireGone(time.Now())
+	if _, ok := t.gone[tok]; !ok {
+		return false
+	}
+	delete(t.gone, tok)
+	return true
 }
 
 // claim takes the token out of the table, once, and returns its session
@@ -255,9 +308,12 @@ func (t *Table) claim(tok [TokenSize]byte) (*Session, uint64, bool) {
 // handshake-framed message, msg) may be a join message. If msg carries a
 // token a live session expects, the token is used up, conn becomes a new
 // path of that session (which answers on it with a PathJoin confirmation)
-// and Join reports true: the session now owns conn. Otherwise it reports
-// false and leaves conn alone, and the caller treats msg as handshake
-// message 1. ep describes the path for stats and logs.
+// and Join reports true: the session now owns conn. If it carries a token
+// of a session that ended within the last minute, Join closes conn (the
+// join is refused, as it would be as a handshake, but without costing the
+// source a handshake) and reports true. Otherwise it reports false and
+// leaves conn alone, and the caller treats msg as handshake message 1. ep
+// describes the path for stats and logs.
 func (t *Table) Join(conn net.Conn, ep Endpoint, msg []byte) bool {
 	tok, err := ParseJoinMessage(msg)
 	if err != nil {
@@ -265,6 +321,10 @@ func (t *Table) Join(conn net.Conn, ep Endpoint, msg []byte) bool {
 	}
 	s, i, ok := t.claim(tok)
 	if !ok {
+		if t.buried(tok) {
+			conn.Close()
+			return true
+		}
 		return false
 	}
 	s.attach(conn, ep, i)

@@ -134,7 +134,9 @@ type opError struct {
 	err  error
 }
 
-func (e *opError) Error() string { return "pt: " + e.op + ": " + strings.TrimPrefix(e.err.Error(), "pt: ") }
+func (e *opError) Error() string {
+	return "pt: " + e.op + ": " + strings.TrimPrefix(e.err.Error(), "pt: ")
+}
 
 func (e *opError) Unwrap() []error {
 	if e.kind == nil {

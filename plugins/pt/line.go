@@ -76,13 +76,14 @@ func lineError(format string, a ...any) error {
 //	<Keyword> ::= 1*<US-ASCII alphanumeric, dash, and underscore>
 //	<OptArgs> ::= *(<SP> 1*<any US-ASCII character but NUL or NL>)
 //
-// line may end in "\n" or "\r\n". Bytes above 0x7f are accepted in
-// arguments (they can only appear in free text). A known keyword with the
+// line may end in "\n"; carriage returns at its end are dropped. Bytes
+// above 0x7f are accepted in arguments (they can only appear in free
+// text). A known keyword with the
 // wrong arguments is an error; an unknown keyword is not (the spec says to
 // ignore such lines) and yields kindUnknown. parseLine never panics.
 func parseLine(line []byte) (message, error) {
 	line = bytes.TrimSuffix(line, []byte("\n"))
-	line = bytes.TrimSuffix(line, []byte("\r"))
+	line = bytes.TrimRight(line, "\r")
 	if i := bytes.IndexAny(line, "\x00\n"); i >= 0 {
 		return message{}, lineError("byte %#x at offset %d", line[i], i)
 	}

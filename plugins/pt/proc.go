@@ -72,8 +72,7 @@ func launch(ctx context.Context, cfg *Config, env []string, server bool, onExit 
 	}
 	m, serr := p.setup(ctx, cfg.startTimeout(), server, cfg.Proxy != "")
 	if serr != nil {
-		selfExit := p.stop()
-		if selfExit {
+		if signaled := p.stop(); !signaled && p.waitErr != nil {
 			serr.Exit = p.waitErr
 		}
 		p.mu.Lock()
@@ -409,16 +408,17 @@ func (p *proc) readStderr() {
 // waits again, and then SIGKILL. Then it waits for the readers (a child of
 // the PT that still holds its stdout or stderr is killed after one more
 // grace period) and removes a temporary state directory. It reports
-// whether the process had exited on its own before stop began. stop is
-// idempotent; later calls wait for the first and return false.
-func (p *proc) stop() (selfExit bool) {
+// whether the process had to be signalled; if not, p.waitErr is its own
+// exit status. stop is idempotent; later calls wait for the first and
+// return false.
+func (p *proc) stop() (signaled bool) {
 	p.stopOnce.Do(func() {
 		p.mu.Lock()
 		p.stopping = true
 		p.mu.Unlock()
-		selfExit = p.hasExited()
 		p.stdin.Close()
 		if !p.waitExit(p.grace) {
+			signaled = true
 			p.log.Debug("pt still running after stdin closed; sending SIGTERM")
 			signalGroup(p.cmd.Process, syscall.SIGTERM) //nolint:errcheck // it may have just exited
 			if !p.waitExit(p.grace) {
@@ -446,7 +446,7 @@ func (p *proc) stop() (selfExit bool) {
 		p.removeTmp()
 		p.log.Debug("pt stopped", "exit", exitText(p.waitErr))
 	})
-	return selfExit
+	return signaled
 }
 
 // waitExit waits up to d for the process to exit and reports whether it

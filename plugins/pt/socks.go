@@ -137,9 +137,10 @@ func appendRequest(b []byte, target string) ([]byte, error) {
 }
 
 // appendAddr appends <atyp> <addr> for host, an IP address or a name.
+// An IPv4-mapped IPv6 address is sent as IPv4.
 func appendAddr(b []byte, host string) ([]byte, error) {
 	if ip, err := netip.ParseAddr(host); err == nil && ip.Zone() == "" {
-		if ip.Is4() {
+		if ip = ip.Unmap(); ip.Is4() {
 			a := ip.As4()
 			return append(append(b, socksAtypIPv4), a[:]...), nil
 		}

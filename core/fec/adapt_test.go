@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -89,7 +90,7 @@ func TestController(t *testing.T) {
 	}{
 		{"no samples: min m", ControllerConfig{}, nil, 10, 1},
 		{"no loss", ControllerConfig{}, []sample{{1000, 0}}, 10, 1},
-		{"no loss, fec off allowed", ControllerConfig{MinM: 0, MaxM: 4}, []sample{{1000, 0}}, 10, 1},
+		{"min m zero means 1", ControllerConfig{MinM: 0, MaxM: 4}, []sample{{1000, 0}}, 10, 1},
 		{"1% loss", ControllerConfig{}, []sample{{1000, 10}}, 10, 2},
 		{"5% loss", ControllerConfig{}, []sample{{1000, 50}}, 10, 5},
 		{"10% loss", ControllerConfig{}, []sample{{1000, 100}}, 10, 7},
@@ -157,7 +158,7 @@ func TestSimulatedLoss(t *testing.T) {
 	for _, m := range []int{0, 1, 2, 3, 4, Choose(loss, k)} {
 		t.Run("m="+itoa(m), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(2026, uint64(m)))
-			e, err := NewEncoder(EncoderConfig{K: k, M: max(m, 1)})
+			e, err := NewEncoder(EncoderConfig{K: k, M: max(m, 1), MaxDelay: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}

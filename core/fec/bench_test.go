@@ -87,7 +87,7 @@ func BenchmarkEncode(b *testing.B) {
 		b.Run(sizeName(size), func(b *testing.B) {
 			rng := rand.New(rand.NewPCG(1, 1))
 			rec := fakeRecord(rng, 0, size)
-			e, err := NewEncoder(EncoderConfig{K: benchK, M: benchM})
+			e, err := NewEncoder(EncoderConfig{K: benchK, M: benchM, MaxDelay: time.Hour})
 			if err != nil {
 				b.Fatal(err)
 			}

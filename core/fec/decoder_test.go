@@ -428,8 +428,8 @@ func ExampleDecoder() {
 	// The sender seals records and gives each to its Encoder; the receiver
 	// gives each record that arrives, and each FECParity payload, to its
 	// Decoder, then opens what the Decoder repaired.
-	enc, _ := NewEncoder(EncoderConfig{K: 4, M: 2})
-	dec, _ := NewDecoder(DecoderConfig{})
+	enc, _ := NewEncoder(EncoderConfig{K: 4, M: 2, MaxDelay: time.Hour})
+	dec, _ := NewDecoder(DecoderConfig{Timeout: time.Hour})
 	rng := rand.New(rand.NewPCG(1, 1))
 	var parity [][]byte
 	var records [][]byte

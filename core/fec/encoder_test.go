@@ -127,6 +127,7 @@ func TestEncoderBlocks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.MaxDelay = time.Hour // only the fake clock tests the delay
 			e, err := NewEncoder(tt.cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -155,7 +156,7 @@ func TestEncoderBlocks(t *testing.T) {
 
 func TestEncoderParams(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	e, err := NewEncoder(EncoderConfig{K: 2, M: 1})
+	e, err := NewEncoder(EncoderConfig{K: 2, M: 1, MaxDelay: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

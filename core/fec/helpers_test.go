@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
 
 // fakeRecord returns size bytes shaped like a sealed record with seq: a
@@ -46,9 +47,14 @@ func span(first uint64, n int) []uint64 {
 }
 
 // encodeAll runs recs through an Encoder with cfg, flushes it, and returns
-// the parity payloads.
+// the parity payloads. Tests outside a synctest bubble must not depend on
+// the wall clock, so a zero MaxDelay means an hour here; newDecoder does
+// the same for Timeout.
 func encodeAll(t testing.TB, cfg EncoderConfig, recs [][]byte) [][]byte {
 	t.Helper()
+	if cfg.MaxDelay == 0 {
+		cfg.MaxDelay = time.Hour // wall-clock pauses must not close blocks
+	}
 	e, err := NewEncoder(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +70,9 @@ func encodeAll(t testing.TB, cfg EncoderConfig, recs [][]byte) [][]byte {
 
 func newDecoder(t testing.TB, cfg DecoderConfig) *Decoder {
 	t.Helper()
+	if cfg.Timeout == 0 {
+		cfg.Timeout = time.Hour // wall-clock pauses must not expire blocks
+	}
 	d, err := NewDecoder(cfg)
 	if err != nil {
 		t.Fatal(err)

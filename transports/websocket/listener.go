@@ -31,11 +31,19 @@ const (
 	// upgraded or waiting for room in the queue); beyond it, upgrade
 	// requests get the site's answer.
 	maxPending = 256
+	// maxConns is the number of TCP connections open at once, upgraded or
+	// not; beyond it, new connections wait in the kernel's backlog, as
+	// they do when nginx reaches its worker_connections.
+	maxConns = 8192
 )
 
-// idleTimeout closes a keep-alive connection of the site after this long
-// without a request, as nginx's keepalive_timeout does.
-const idleTimeout = 75 * time.Second
+// Timeouts of the site's connections, nginx's defaults: keepalive_timeout
+// closes a keep-alive connection idle this long; client_header_timeout
+// bounds the TLS handshake and a request's header.
+const (
+	idleTimeout   = 75 * time.Second
+	headerTimeout = 60 * time.Second
+)
 
 // Listen binds addr ("host:port"; port 0 picks a free one) and serves
 // HTTPS there: the site for every request but a WebSocket upgrade on the
@@ -55,6 +63,7 @@ func (t *Transport) Listen(ctx context.Context, addr string) (transport.Listener
 		tcp:     tcp,
 		queue:   make(chan *conn, acceptQueue),
 		sem:     make(chan struct{}, maxPending),
+		conns:   make(chan struct{}, maxConns),
 		done:    make(chan struct{}),
 		tracked: make(map[net.Conn]struct{}),
 		tlsConf: &tls.Config{
@@ -65,7 +74,7 @@ func (t *Transport) Listen(ctx context.Context, addr string) (transport.Listener
 	}
 	l.srv = &http.Server{
 		Handler:           l,
-		ReadHeaderTimeout: t.cfg.HandshakeTimeout, // also bounds the TLS handshake, which runs inside the first read
+		ReadHeaderTimeout: headerTimeout, // also bounds the TLS handshake, which runs inside the first read
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		// HTTP/1.1 only, as the ALPN says.
@@ -97,6 +106,7 @@ type listener struct {
 	tlsConf *tls.Config
 	queue   chan *conn
 	sem     chan struct{} // one token per upgrade in progress
+	conns   chan struct{} // one token per open TCP connection
 	done    chan struct{} // closed by Close
 
 	mu      sync.Mutex
@@ -284,13 +294,19 @@ func (l *listener) Addr() net.Addr { return l.tcp.Addr() }
 type tlsListener struct{ l *listener }
 
 func (tl tlsListener) Accept() (net.Conn, error) {
+	select {
+	case tl.l.conns <- struct{}{}:
+	case <-tl.l.done:
+		return nil, net.ErrClosed
+	}
 	c, err := tl.l.tcp.Accept()
 	if err != nil {
+		<-tl.l.conns
 		return nil, err
 	}
 	below := &batchConn{Conn: c}
 	tc := tls.Server(below, tl.l.tlsConf)
-	return &serverConn{Conn: c, tc: tc, above: &batchConn{Conn: tc}, below: below, log: tl.l.t.log}, nil
+	return &serverConn{Conn: c, tc: tc, above: &batchConn{Conn: tc}, below: below, log: tl.l.t.log, release: func() { <-tl.l.conns }}, nil
 }
 
 func (tl tlsListener) Close() error   { return tl.l.tcp.Close() }
@@ -311,6 +327,9 @@ type serverConn struct {
 
 	once sync.Once
 	herr error // the handshake's error
+
+	release   func() // gives back the listener's connection token
+	closeOnce sync.Once
 }
 
 func (c *serverConn) handshake() error {
@@ -357,7 +376,11 @@ func (c *serverConn) Write(b []byte) (int, error) {
 
 // Close closes the TLS connection (sending close_notify if the handshake
 // is done) and the TCP connection.
-func (c *serverConn) Close() error { return c.tc.Close() }
+func (c *serverConn) Close() error {
+	err := c.tc.Close()
+	c.closeOnce.Do(c.release)
+	return err
+}
 
 // logWriter sends http.Server's log lines to slog at debug level.
 type logWriter struct{ log *slog.Logger }

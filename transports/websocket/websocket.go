@@ -121,8 +121,10 @@ type Config struct {
 	Fingerprint string
 
 	// HandshakeTimeout bounds a client's TLS and WebSocket handshakes, and
-	// the server's wait for a request's header and for an Accept to take
-	// an upgraded connection. If zero, DefaultHandshakeTimeout.
+	// the server's wait for an Accept to take an upgraded connection. (The
+	// server waits for a request as nginx does: 60 s for the TLS
+	// handshake and the header, 75 s on an idle keep-alive connection.)
+	// If zero, DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
 	// Logger receives debug records about failed handshakes and refused
 	// connections. If nil, nothing is logged.

@@ -293,6 +293,8 @@ func (l *listener) Addr() net.Addr { return l.tcp.Addr() }
 // whose handshake runs inside the first Read.
 type tlsListener struct{ l *listener }
 
+// Accept waits for a connection token and the next TCP connection, and
+// wraps it for TLS.
 func (tl tlsListener) Accept() (net.Conn, error) {
 	select {
 	case tl.l.conns <- struct{}{}:
@@ -309,7 +311,10 @@ func (tl tlsListener) Accept() (net.Conn, error) {
 	return &serverConn{Conn: c, tc: tc, above: &batchConn{Conn: tc}, below: below, log: tl.l.t.log, release: func() { <-tl.l.conns }}, nil
 }
 
-func (tl tlsListener) Close() error   { return tl.l.tcp.Close() }
+// Close closes the TCP listener.
+func (tl tlsListener) Close() error { return tl.l.tcp.Close() }
+
+// Addr is the TCP listener's address.
 func (tl tlsListener) Addr() net.Addr { return tl.l.tcp.Addr() }
 
 // serverConn is a server-side TLS connection that http.Server does not
@@ -332,6 +337,8 @@ type serverConn struct {
 	closeOnce sync.Once
 }
 
+// handshake runs the TLS handshake once and answers plain HTTP as nginx
+// does.
 func (c *serverConn) handshake() error {
 	c.once.Do(func() {
 		err := c.tc.Handshake()
@@ -360,6 +367,7 @@ func looksLikeHTTP(b []byte) bool {
 	return false
 }
 
+// Read runs the handshake if it has not run yet, then reads plaintext.
 func (c *serverConn) Read(b []byte) (int, error) {
 	if err := c.handshake(); err != nil {
 		return 0, err
@@ -367,6 +375,8 @@ func (c *serverConn) Read(b []byte) (int, error) {
 	return c.tc.Read(b)
 }
 
+// Write runs the handshake if it has not run yet, then writes plaintext
+// through the batch above TLS.
 func (c *serverConn) Write(b []byte) (int, error) {
 	if err := c.handshake(); err != nil {
 		return 0, err
@@ -385,6 +395,7 @@ func (c *serverConn) Close() error {
 // logWriter sends http.Server's log lines to slog at debug level.
 type logWriter struct{ log *slog.Logger }
 
+// Write logs one line of http.Server's log.
 func (w logWriter) Write(b []byte) (int, error) {
 	w.log.Debug(strings.TrimSpace(string(b)))
 	return len(b), nil

@@ -195,6 +195,15 @@ func TestConfig(t *testing.T) {
 	if strings.Contains(sb.String(), "/secret") || !strings.Contains(sb.String(), "[redacted]") {
 		t.Errorf("Config logs as %s", sb.String())
 	}
+	tr, err := New(Config{Certificate: &cert, Path: "/secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Reset()
+	slog.New(slog.NewTextHandler(&sb, nil)).Info("transport", "t", tr)
+	if strings.Contains(sb.String(), "/secret") || !strings.Contains(sb.String(), "[redacted]") {
+		t.Errorf("Transport logs as %s", sb.String())
+	}
 }
 
 func TestMissingSide(t *testing.T) {

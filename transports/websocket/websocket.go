@@ -277,6 +277,10 @@ func checkKeys(p transport.Params, allowed ...string) error {
 	return nil
 }
 
+// LogValue implements slog.LogValuer: a Transport holds the server's
+// private key and the secret path.
+func (*Transport) LogValue() slog.Value { return slog.StringValue("[redacted]") }
+
 // Name returns "websocket".
 func (*Transport) Name() string { return Name }
 

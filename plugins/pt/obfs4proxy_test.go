@@ -111,7 +111,7 @@ func TestObfs4proxyWrongCert(t *testing.T) {
 	defer ln.Close()
 	// The server never answers a handshake it cannot authenticate; the
 	// client gives up at its deadline.
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	c, err := cli.Dial(ctx, ln.Addr().String())
 	if err == nil {

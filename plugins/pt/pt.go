@@ -19,6 +19,9 @@
 //	server: TOR_PT_SERVER_TRANSPORTS=<method>  TOR_PT_SERVER_BINDADDR=<method>-<ip:port>
 //	        TOR_PT_ORPORT=127.0.0.1:<port of this package's listener>
 //	        TOR_PT_EXTENDED_SERVER_PORT=   (empty: no Extended ORPort)
+//	  or, with Config.ExtORPort, instead of those two:
+//	        TOR_PT_EXTENDED_SERVER_PORT=127.0.0.1:<port of this package's listener>
+//	        TOR_PT_AUTH_COOKIE_FILE=<state dir>/extended_orport_auth_cookie
 //	        [TOR_PT_SERVER_TRANSPORT_OPTIONS=<method>:<k>=<v>;...]
 //
 // Its stdin is a pipe the host holds; its stdout and stderr are pipes the
@@ -60,7 +63,7 @@
 // which PTs do after their own handshake with the server. A failure reply
 // is a *SOCKSError ("connection refused" wraps transport.ErrRefused).
 //
-// # Server: public parameters and the loopback ORPort
+// # Server: the loopback ORPort
 //
 // A Server launches one PT process per Listen, bound to the address given
 // to Listen (an IP literal and port; port 0 lets the PT choose). The PT
@@ -69,8 +72,26 @@
 // Plain ORPort carries no client address, so an accepted connection's
 // RemoteAddr is the PT's end of the loopback connection, and any local
 // process could connect to that port and skip the PT (the sessions above
-// authenticate their peers, so it gains nothing beyond that). The
-// listener's Addr is the address of the PT's SMETHOD line.
+// authenticate their peers, so it gains nothing beyond that);
+// Config.ExtORPort closes both gaps. The listener's Addr is the address of
+// the PT's SMETHOD line.
+//
+// # Extended ORPort
+//
+// With Config.ExtORPort, the server PT gets TOR_PT_EXTENDED_SERVER_PORT
+// (the loopback listener) and TOR_PT_AUTH_COOKIE_FILE instead of
+// TOR_PT_ORPORT. The host writes a new random 32-byte cookie to
+// extended_orport_auth_cookie in the state directory (mode 0600) when the
+// Server first listens, and runs the Extended ORPort handshake
+// (ext-orport-spec.txt; the byte layout is in extorport.go) on every
+// connection the PT makes: a peer that does not prove it holds the cookie
+// is dropped, so other local processes cannot reach the listener, and the
+// USERADDR the PT sends becomes the accepted connection's RemoteAddr.
+// Handshakes run in goroutines the listener owns, at most 64 at once and
+// each bounded by 10 s, so that a stalled local peer cannot hold up Accept;
+// connections that passed wait in a queue of 64 for Accept.
+//
+// # Public parameters
 //
 // The parameters clients need are the SMETHOD line's ARGS. Because the
 // gateway publishes what the ServerFactory returns before it listens,
@@ -149,6 +170,13 @@ type Config struct {
 	// StopTimeout is how long stopping waits after closing the PT's stdin,
 	// and again after SIGTERM. If zero, DefaultStopTimeout.
 	StopTimeout time.Duration
+	// ExtORPort makes a Server's PT forward streams with the Extended
+	// ORPort protocol instead of plain ORPort (see the package doc): the
+	// PT proves with a cookie that it is the PT, and tells each client's
+	// address. PTs built on goptlib (obfs4proxy, lyrebird, snowflake,
+	// webtunnel) support it; one that does not fails to start with
+	// ErrEnv. If false, plain ORPort.
+	ExtORPort bool
 }
 
 // methodName is pt-spec.txt 3.1's rule for PT names.

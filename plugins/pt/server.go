@@ -26,8 +26,10 @@ type Server struct {
 	cfg  Config
 	opts string // TOR_PT_SERVER_TRANSPORT_OPTIONS, or ""
 
-	mu  sync.Mutex
-	pub transport.Params // ARGS of the newest SMETHOD line
+	mu         sync.Mutex
+	pub        transport.Params // ARGS of the newest SMETHOD line
+	cookie     []byte           // Extended ORPort cookie, made at the first Listen
+	cookiePath string
 }
 
 var _ transport.Transport = (*Server)(nil)
@@ -129,6 +131,7 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 	}
 	l := &listener{
 		method: s.cfg.Method,
+		log:    s.cfg.logger(),
 		or:     or.(*net.TCPListener),
 		sem:    make(chan struct{}, 1),
 		done:   make(chan struct{}),
@@ -137,8 +140,24 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 	env := []string{
 		"TOR_PT_SERVER_TRANSPORTS=" + s.cfg.Method,
 		"TOR_PT_SERVER_BINDADDR=" + s.cfg.Method + "-" + bind,
-		"TOR_PT_ORPORT=" + or.Addr().String(),
-		"TOR_PT_EXTENDED_SERVER_PORT=",
+	}
+	if s.cfg.ExtORPort {
+		cookie, path, err := s.extCookie()
+		if err != nil {
+			or.Close()
+			return nil, err
+		}
+		l.cookie = cookie
+		l.hs = make(chan struct{}, maxExtHandshakes)
+		l.ready = make(chan net.Conn, extReadyLen)
+		l.inflight = make(map[net.Conn]struct{})
+		env = append(env,
+			"TOR_PT_EXTENDED_SERVER_PORT="+or.Addr().String(),
+			"TOR_PT_AUTH_COOKIE_FILE="+path)
+	} else {
+		env = append(env,
+			"TOR_PT_ORPORT="+or.Addr().String(),
+			"TOR_PT_EXTENDED_SERVER_PORT=")
 	}
 	if s.opts != "" {
 		env = append(env, "TOR_PT_SERVER_TRANSPORT_OPTIONS="+s.opts)
@@ -157,22 +176,61 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 	}
 	l.p, l.addr = p, net.TCPAddrFromAddrPort(pub)
 	s.setParams(m.args)
+	if l.cookie != nil {
+		l.wg.Go(l.acceptLoop)
+	}
 	return l, nil
 }
 
-// listener is a transport.Listener over the loopback ORPort listener that
-// its PT forwards streams to. It owns the PT process. Accept is made
-// ctx-aware without a goroutine of its own, as transports/tcp's is: one
-// Accept at a time waits in the kernel, and a ctx that ends moves the
-// listener's deadline into the past to wake it.
+// extCookie returns the Server's Extended ORPort cookie and its file,
+// making them at the first call.
+func (s *Server) extCookie() ([]byte, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cookie == nil {
+		cookie, path, err := newCookie(s.cfg.StateDir)
+		if err != nil {
+			return nil, "", err
+		}
+		s.cookie, s.cookiePath = cookie, path
+	}
+	return s.cookie, s.cookiePath, nil
+}
+
+// Extended ORPort listener limits; see the package doc.
+const (
+	maxExtHandshakes    = 64
+	extReadyLen         = 64
+	extHandshakeTimeout = 10 * time.Second
+)
+
+// listener is a transport.Listener over the loopback listener that its PT
+// forwards streams to. It owns the PT process.
+//
+// With plain ORPort, Accept is made ctx-aware without a goroutine of its
+// own, as transports/tcp's is: one Accept at a time waits in the kernel,
+// and a ctx that ends moves the listener's deadline into the past to wake
+// it. With Extended ORPort, one goroutine accepts and starts a goroutine
+// per handshake, all owned by the listener and ended by Close; a slot of
+// hs is held from a connection's accept until its handshake has failed or
+// it is queued in ready.
 type listener struct {
 	method string
+	log    *slog.Logger
 	or     *net.TCPListener
 	p      *proc
 	addr   *net.TCPAddr  // the SMETHOD address
-	sem    chan struct{} // holds a token while an Accept waits in or.Accept
+	sem    chan struct{} // plain: holds a token while an Accept waits in or.Accept
 	done   chan struct{} // closed by Close
 	dead   chan struct{} // closed when the PT exits on its own
+
+	cookie   []byte        // Extended ORPort cookie; nil for plain ORPort
+	hs       chan struct{} // slots for handshakes in flight
+	ready    chan net.Conn // handshaken connections waiting for Accept
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	closed   bool
+	inflight map[net.Conn]struct{} // connections in a handshake
 
 	deadOnce  sync.Once
 	exitErr   error // the PT's exit, written before dead is closed
@@ -194,6 +252,9 @@ func (l *listener) exited(err error) {
 // transport.ErrTimeout for a deadline); once the PT has exited on its
 // own, one wrapping ErrExited. Concurrent calls are served one at a time.
 func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
+	if l.cookie != nil {
+		return l.acceptExt(ctx)
+	}
 	select {
 	case <-l.done:
 		return nil, l.closedErr()
@@ -251,14 +312,140 @@ func (l *listener) acceptOnce(ctx context.Context) (*net.TCPConn, error) {
 	return c, err
 }
 
+// acceptExt is Accept with Extended ORPort: it takes the next handshaken
+// connection from the queue.
+func (l *listener) acceptExt(ctx context.Context) (net.Conn, error) {
+	switch {
+	case isDone(l.done):
+		return nil, l.closedErr()
+	case ctx.Err() != nil:
+		return nil, ctxErr("accept", ctx)
+	}
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		return nil, l.closedErr()
+	case <-l.dead:
+		return nil, l.deadErr()
+	case <-ctx.Done():
+		return nil, ctxErr("accept", ctx)
+	}
+}
+
+// Accept backoff after an accept error such as running out of file
+// descriptors.
+const (
+	minBackoff = 5 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+// acceptLoop accepts the PT's connections while a handshake slot is free
+// and starts their handshakes, until Close or the PT's exit.
+func (l *listener) acceptLoop() {
+	backoff := minBackoff
+	for {
+		select {
+		case l.hs <- struct{}{}:
+		case <-l.done:
+			return
+		}
+		raw, err := l.or.AcceptTCP()
+		if err != nil {
+			<-l.hs
+			if isDone(l.done) || isDone(l.dead) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.log.Warn("pt: accept on the Extended ORPort listener", "err", err)
+			timer := time.NewTimer(backoff)
+			select {
+			case <-timer.C:
+			case <-l.done:
+				timer.Stop()
+				return
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		backoff = minBackoff
+		if !l.track(raw) {
+			raw.Close()
+			<-l.hs
+			return
+		}
+		l.wg.Go(func() { l.handshake(raw) })
+	}
+}
+
+// handshake runs the Extended ORPort handshake on raw and queues the
+// connection for Accept. It gives back raw's slot when it returns.
+func (l *listener) handshake(raw *net.TCPConn) {
+	defer func() { <-l.hs }()
+	raw.SetDeadline(time.Now().Add(extHandshakeTimeout)) //nolint:errcheck // a broken connection fails the handshake
+	meta, err := extServerHandshake(raw, l.cookie)
+	l.untrack(raw)
+	if err == nil {
+		err = raw.SetDeadline(time.Time{})
+	}
+	if err != nil {
+		raw.Close()
+		l.log.Warn("pt: dropped a connection to the Extended ORPort listener", "err", err)
+		return
+	}
+	c := &conn{Conn: raw}
+	if a := meta.addr(); a != nil {
+		c.remote = a
+	}
+	select {
+	case l.ready <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// track records raw as being handshaken, so that Close can interrupt it.
+// It reports false once the listener is closed.
+func (l *listener) track(raw net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.inflight[raw] = struct{}{}
+	return true
+}
+
+func (l *listener) untrack(raw net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.inflight, raw)
+}
+
 // Close stops the listener and its PT (see the package doc): a pending
 // Accept returns transport.ErrClosed, and the connections the PT carried
-// end. Close is idempotent and returns nil.
+// end. With Extended ORPort it also interrupts the handshakes in progress,
+// closes the connections no Accept took, and waits for its goroutines.
+// Close is idempotent and returns nil.
 func (l *listener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
 		l.or.Close()
+		l.mu.Lock()
+		l.closed = true
+		for raw := range l.inflight {
+			raw.Close()
+		}
+		l.mu.Unlock()
 		l.p.stop()
+		l.wg.Wait()
+		for {
+			select {
+			case c := <-l.ready:
+				c.Close()
+			default:
+				return
+			}
+		}
 	})
 	return nil
 }

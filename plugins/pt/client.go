@@ -20,6 +20,10 @@ type Client struct {
 	cfg  Config
 	args string // encoded per-connection arguments; may be secret
 
+	// life ends when Close is called; it cancels a launch in progress.
+	life    context.Context
+	endLife context.CancelFunc
+
 	mu     sync.Mutex // held during a launch, so that concurrent Dials share it
 	p      *proc
 	socks  string // the CMETHOD's address
@@ -41,7 +45,8 @@ func NewClient(cfg Config, p transport.Params) (*Client, error) {
 	}
 	cfg.Args = append([]string(nil), cfg.Args...)
 	cfg.Env = append([]string(nil), cfg.Env...)
-	return &Client{cfg: cfg, args: args}, nil
+	life, endLife := context.WithCancel(context.Background())
+	return &Client{cfg: cfg, args: args, life: life, endLife: endLife}, nil
 }
 
 // LogValue hides the arguments from logs.
@@ -79,6 +84,10 @@ func (c *Client) ensure(ctx context.Context) (string, error) {
 	if c.cfg.Proxy != "" {
 		env = append(env, "TOR_PT_PROXY="+c.cfg.Proxy)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.life, cancel)
+	defer stop()
 	p, m, err := launch(ctx, &c.cfg, env, false, nil)
 	if err != nil {
 		return "", err
@@ -150,9 +159,11 @@ func (c *Client) Listen(context.Context, string) (transport.Listener, error) {
 }
 
 // Close stops the PT, if it runs, waiting for it to exit (see the package
-// doc); connections through it end. Later Dials fail with
-// transport.ErrClosed. Close is idempotent and returns nil.
+// doc); connections through it end. A launch in progress is cancelled.
+// Later Dials fail with transport.ErrClosed. Close is idempotent and
+// returns nil.
 func (c *Client) Close() error {
+	c.endLife()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true

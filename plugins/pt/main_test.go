@@ -3,13 +3,11 @@ package pt
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -55,7 +53,8 @@ func obfs4proxy(t testing.TB) string {
 	obfs4.once.Do(func() {
 		goBin, err := exec.LookPath("go")
 		if err != nil {
-			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+			obfs4.err = fmt.Errorf("no go command to build it with: %w", err)
+			return
 		}
 		out := filepath.Join(binDir, "obfs4proxy")
 		cmd := exec.Command(goBin, "build", "-o", out, obfs4Module)
@@ -82,6 +81,7 @@ type recorder struct {
 	mu    sync.Mutex
 	recs  []slog.Record
 	attrs []slog.Attr
+	hook  func(msg string) // if set, called with each record's message
 }
 
 func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
@@ -92,6 +92,9 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	rec = rec.Clone()
 	rec.AddAttrs(r.attrs...)
 	r.recs = append(r.recs, rec)
+	if r.hook != nil {
+		r.hook(rec.Message)
+	}
 	return nil
 }
 
@@ -104,7 +107,7 @@ func (r *recorder) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (r *recorder) WithGroup(string) slog.Handler { return r }
 
-// find returns the messages of records holding attribute key=val.
+// messages returns each record as its message and attributes.
 func (r *recorder) messages() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -129,5 +132,3 @@ func (r *recorder) contains(sub string) bool {
 	}
 	return false
 }
-
-var _ = errors.New

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,6 +135,36 @@ func TestStartCancelled(t *testing.T) {
 	}
 	if _, err := c.Dial(ctx, "192.0.2.1:1"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Dial(cancelled ctx): %v", err)
+	}
+}
+
+// TestCloseDuringStart checks that Close cancels a launch in progress
+// rather than waiting out StartTimeout.
+func TestCloseDuringStart(t *testing.T) {
+	cfg, rec := fakeConfig(t, "hang")
+	cfg.StopTimeout = 50 * time.Millisecond
+	started := make(chan struct{})
+	var once sync.Once
+	rec.hook = func(msg string) {
+		if msg == "pt started" {
+			once.Do(func() { close(started) })
+		}
+	}
+	c, err := NewClient(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.Start(t.Context()) }()
+	<-started
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("Start during Close: %v; want context.Canceled", err)
+	}
+	if err := c.Start(t.Context()); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Start after Close: %v; want transport.ErrClosed", err)
 	}
 }
 

@@ -67,6 +67,9 @@ const (
 	FECAuto FECMode = iota
 	// FECOff never sends parity.
 	FECOff
+	// FECAlways protects records of the Spread scheduler with at least
+	// one parity shard per block, even before any loss is measured.
+	FECAlways
 )
 
 // Endpoint is where a path goes: the transport's name and address, for
@@ -193,7 +196,7 @@ func (c Config) Validate() error {
 	if c.Scheduler > Spread {
 		return fmt.Errorf("router: config: unknown Scheduler %d", c.Scheduler)
 	}
-	if c.FEC > FECOff {
+	if c.FEC > FECAlways {
 		return fmt.Errorf("router: config: unknown FEC mode %d", c.FEC)
 	}
 	if !(c.Hysteresis >= 0 && c.Hysteresis < 1) {

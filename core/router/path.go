@@ -76,7 +76,7 @@ type path struct {
 
 	// Write queue, guarded by qmu.
 	qmu     sync.Mutex
-	q       [][]byte
+	q       []qrec
 	qBytes  atomic.Int64  // queued plus being written
 	wake    chan struct{} // cap 1: the writer has work
 	closing bool          // drain, then close the connection
@@ -90,6 +90,12 @@ type path struct {
 	gotRecord    bool // a record arrived on the path
 	srtt, rttvar time.Duration
 	hasRTT       bool
+	minRTT       time.Duration // least RTT sample in the last minRTTWindow
+	minRTTAt     time.Time
+	// ackRTT is the smoothed time from writing a frame to its
+	// acknowledgement, for frames only this path carried: unlike ping
+	// RTTs it includes the bytes queued in the connection ahead of them.
+	ackRTT       time.Duration
 	pings        [pendingPings]pendingPing
 	pingWait     time.Time // first ping sent since the last pong, or zero
 	pingSeq      uint64
@@ -120,15 +126,22 @@ func (p *path) usable() bool { return p.state == PathActive }
 // queued is how many bytes wait to be written on p.
 func (p *path) queued() int { return int(p.qBytes.Load()) }
 
+// qrec is a sealed record waiting for the writer, with the reliable
+// frames it carries (their send time is when it is written).
+type qrec struct {
+	raw  []byte
+	outs []*out
+}
+
 // enqueue queues one sealed record for the writer. It reports false if the
 // path is closing.
-func (p *path) enqueue(rec []byte) bool {
+func (p *path) enqueue(rec []byte, outs ...*out) bool {
 	p.qmu.Lock()
 	if p.closing {
 		p.qmu.Unlock()
 		return false
 	}
-	p.q = append(p.q, rec)
+	p.q = append(p.q, qrec{raw: rec, outs: outs})
 	p.qBytes.Add(int64(len(rec)))
 	p.qmu.Unlock()
 	select {
@@ -145,6 +158,7 @@ const flushTimeout = 200 * time.Millisecond
 // what is left (within flushTimeout) and closes the connection.
 func (p *path) writeLoop() {
 	var batch []byte
+	var outs []*out
 	for {
 		select {
 		case <-p.wake:
@@ -153,10 +167,11 @@ func (p *path) writeLoop() {
 		for {
 			p.qmu.Lock()
 			closing := p.closing
-			batch = batch[:0]
+			batch, outs = batch[:0], outs[:0]
 			for i, r := range p.q {
-				batch = append(batch, r...)
-				p.q[i] = nil
+				batch = append(batch, r.raw...)
+				outs = append(outs, r.outs...)
+				p.q[i] = qrec{}
 			}
 			n := len(p.q)
 			p.q = p.q[:0]
@@ -180,6 +195,10 @@ func (p *path) writeLoop() {
 			}
 			p.recordsSent.Add(uint64(n))
 			p.bytesSent.Add(uint64(len(batch)))
+			if len(outs) > 0 {
+				p.s.written(p, outs, time.Now())
+				clear(outs)
+			}
 			p.s.wakeup()
 		}
 	}
@@ -248,6 +267,9 @@ func (p *path) onPong(pp frame.PingPayload, now time.Time) {
 		late = 1
 	}
 	p.loss += lossAlpha * (late - p.loss)
+	if !p.hasRTT || r < p.minRTT || now.Sub(p.minRTTAt) > minRTTWindow {
+		p.minRTT, p.minRTTAt = r, now
+	}
 	if !p.hasRTT {
 		p.srtt, p.rttvar, p.hasRTT = r, r/2, true
 	} else {
@@ -264,6 +286,18 @@ func (p *path) onPong(pp frame.PingPayload, now time.Time) {
 // oldestPing is when the first ping not answered yet was sent, or zero.
 func (p *path) oldestPing() time.Time { return p.pingWait }
 
+// minRTTWindow is how long a path's least RTT sample counts.
+const minRTTWindow = 30 * time.Second
+
+// baseRTT is the path's least recent RTT: what it takes without queues
+// or stalls.
+func (p *path) baseRTT() time.Duration {
+	if !p.hasRTT {
+		return initialRTT
+	}
+	return p.minRTT
+}
+
 // initialRTT is assumed for a path without an RTT sample.
 const initialRTT = 500 * time.Millisecond
 
@@ -272,6 +306,23 @@ func (p *path) rtt() (srtt, rttvar time.Duration) {
 		return initialRTT, initialRTT / 2
 	}
 	return p.srtt, p.rttvar
+}
+
+// onAckRTT takes a sample of the time from writing a frame on p to its
+// acknowledgement.
+func (p *path) onAckRTT(r time.Duration) {
+	if p.ackRTT == 0 {
+		p.ackRTT = r
+		return
+	}
+	p.ackRTT += (r - p.ackRTT) / 4
+}
+
+// lossRTT is the round trip after which a frame written on p is overdue:
+// the larger of the ping RTT and the acknowledgement RTT.
+func (p *path) lossRTT() time.Duration {
+	srtt, _ := p.rtt()
+	return max(srtt, p.ackRTT)
 }
 
 // stallAfter is the time without progress after which p counts as stalled.
@@ -291,10 +342,8 @@ func (p *path) rateOr() float64 {
 }
 
 // score estimates how long a small record takes over p: lower is better.
-// Loss and queued bytes make it worse.
+// Loss makes it worse. (Queueing shows in the ping RTT.)
 func (p *path) score() time.Duration {
 	srtt, rttvar := p.rtt()
-	base := float64(srtt+2*rttvar) * (1 + 4*p.loss)
-	queue := float64(p.queued()) / p.rateOr() * float64(time.Second)
-	return time.Duration(base + queue)
+	return time.Duration(float64(srtt+2*rttvar) * (1 + 4*p.loss))
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/commucat/commucat/core/fec"
@@ -193,12 +194,18 @@ func (s *Session) transmit(paths []*path, class Scheduler, batch []*out, now tim
 	if !ok {
 		return
 	}
+	var outs []*out
+	for _, o := range batch {
+		if o.seq != 0 {
+			outs = append(outs, o)
+		}
+	}
 	for _, p := range paths {
 		if p != paths[0] {
 			p.sent++
 		}
 		p.sched[class]++
-		p.enqueue(raw)
+		p.enqueue(raw, outs...)
 	}
 	s.st.sched[class]++
 	for _, o := range batch {
@@ -221,16 +228,36 @@ func (s *Session) transmit(paths []*path, class Scheduler, batch []*out, now tim
 		o.due = now.Add(s.rto(paths[0], o.nsend))
 	}
 	if class == Spread && s.cfg.FEC != FECOff {
-		s.fecAdd(raw, now)
+		s.fecAdd(raw, paths[0], now)
+	}
+}
+
+// written records that the frames outs went out on p at now: their
+// retransmission timers and loss detection count from when a record left
+// the path's queue, not from when it joined it.
+func (s *Session) written(p *path, outs []*out, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range outs {
+		if o.acked {
+			continue
+		}
+		for i := len(o.sends) - 1; i >= 0; i-- {
+			if o.sends[i].p == p {
+				o.sends[i].at = now
+				break
+			}
+		}
+		o.due = now.Add(s.rto(p, o.nsend))
 	}
 }
 
 // rto is the retransmission timeout of a frame sent for the n-th time on
-// p: max(RTOMin, 2 x SRTT + 4 x RTTVAR + AckDelay), doubled per earlier
-// transmission, at most a minute.
+// p: max(RTOMin, 2 x RTT + 4 x RTTVAR + AckDelay), with RTT the path's
+// loss RTT, doubled per earlier transmission, at most a minute.
 func (s *Session) rto(p *path, n int) time.Duration {
-	srtt, rttvar := p.rtt()
-	r := max(s.cfg.RTOMin, 2*srtt+4*rttvar+s.cfg.AckDelay)
+	_, rttvar := p.rtt()
+	r := max(s.cfg.RTOMin, 2*p.lossRTT()+4*rttvar+s.cfg.AckDelay)
 	for i := 1; i < n && r < time.Minute; i++ {
 		r *= 2
 	}
@@ -355,8 +382,18 @@ func (s *Session) onSack(sp frame.SackPayload, now time.Time) {
 	if limit := sp.Cumulative + sp.Window; limit > s.peerLimit {
 		s.peerLimit = limit
 	}
+	var latest time.Time // the latest send of a frame acknowledged now
+	ackOne := func(o *out) {
+		if o.acked {
+			return
+		}
+		if n := len(o.sends); n > 0 && o.sends[n-1].at.After(latest) {
+			latest = o.sends[n-1].at
+		}
+		s.ack(o, now)
+	}
 	for len(s.outq) > 0 && s.outq[0].seq <= cum {
-		s.ack(s.outq[0], now)
+		ackOne(s.outq[0])
 		s.outq[0] = nil
 		s.outq = s.outq[1:]
 	}
@@ -365,8 +402,8 @@ func (s *Session) onSack(sp frame.SackPayload, now time.Time) {
 			break
 		}
 		for seq := max(r.First, s.outq[0].seq); seq <= r.Last && seq < s.nextSeq; seq++ {
-			if o := s.lookup(seq); o != nil && !o.acked {
-				s.ack(o, now)
+			if o := s.lookup(seq); o != nil {
+				ackOne(o)
 			}
 		}
 	}
@@ -377,7 +414,52 @@ func (s *Session) onSack(sp frame.SackPayload, now time.Time) {
 	if len(s.outq) == 0 {
 		s.outq = nil
 	}
+	if !latest.IsZero() {
+		s.detectLoss(latest, now)
+	}
 	s.broadcast()
+}
+
+// expected is when an acknowledgement of o can be expected at the latest
+// without suspecting loss: for the copy expected first, its send time plus
+// its path's loss RTT (ping or acknowledgement RTT, whichever is larger),
+// a reordering allowance (a quarter of the path's base RTT, at least 5ms)
+// and the peer's acknowledgement delay.
+func (o *out) expected(ackDelay time.Duration) time.Time {
+	var t time.Time
+	for _, sr := range o.sends {
+		reo := max(sr.p.baseRTT()/4, 5*time.Millisecond)
+		if e := sr.at.Add(sr.p.lossRTT() + reo + ackDelay); t.IsZero() || e.Before(t) {
+			t = e
+		}
+	}
+	return t
+}
+
+// detectLoss re-sends frames that were overtaken: a frame sent before
+// latest (the last send of a frame just acknowledged) whose own
+// acknowledgement is overdue at now is presumed stuck or lost on its path,
+// as RACK (RFC 8985) does within one connection. Across paths this
+// catches a path that stalls while others deliver about one RTT after the
+// fact, long before the stall threshold. Called with s.mu held.
+func (s *Session) detectLoss(latest, now time.Time) {
+	var lost []*out
+	for _, o := range s.outq {
+		if o.acked || o.queued || o.nsend == 0 {
+			continue
+		}
+		if o.sends[len(o.sends)-1].at.After(latest) {
+			break // sent after the evidence; so is everything later
+		}
+		if o.expected(s.cfg.AckDelay).Before(now) {
+			o.queued = true
+			lost = append(lost, o)
+		}
+	}
+	if len(lost) > 0 {
+		s.st.overtaken += uint64(len(lost))
+		s.requeue(lost)
+	}
 }
 
 // ack marks o acknowledged and credits the path that carried it, if only
@@ -392,6 +474,9 @@ func (s *Session) ack(o *out, now time.Time) {
 		p := o.sends[0].p
 		p.lastProgress = now
 		p.acked += uint64(len(o.enc))
+		if o.nsend == 1 {
+			p.onAckRTT(now.Sub(o.sends[0].at))
+		}
 	}
 }
 
@@ -659,47 +744,68 @@ func (s *Session) popRecv() (frame.Frame, bool) {
 	return frame.Frame{}, false
 }
 
-// fecAdd gives a sealed spread record to the FEC encoder and sends the
-// parity of any block it closes. Called with s.mu held.
-func (s *Session) fecAdd(raw []byte, now time.Time) {
+// fecAdd gives a sealed spread record, sent on p, to the FEC encoder and
+// sends the parity of any block it closes. Called with s.mu held.
+func (s *Session) fecAdd(raw []byte, p *path, now time.Time) {
 	if s.enc.Pending() == 0 {
 		k, m := s.fecParams()
+		s.fecM = m
 		if err := s.enc.SetParams(k, m); err != nil {
 			return
 		}
 	}
+	before := s.enc.Pending()
 	parity, err := s.enc.Add(nil, raw)
 	if err != nil {
 		return
 	}
-	s.sendParity(parity, now)
+	switch after := s.enc.Pending(); {
+	case len(parity) > 0 && after == 0:
+		// raw completed its block.
+		s.fecShards[p]++
+		s.noteBlock(before + 1)
+		s.sendParity(parity, now)
+	case len(parity) > 0:
+		// The block before closed first; raw opened the next one.
+		s.noteBlock(before)
+		s.sendParity(parity, now)
+		s.fecShards[p]++
+	case after > before:
+		s.fecShards[p]++
+	}
 }
 
-// sendParity seals each parity payload into a record of its own, striped
-// over paths like the data. Called with s.mu held.
+// sendParity seals each parity payload into a record of its own, on the
+// paths holding the fewest shards of its block, and starts the next
+// block's tally. Called with s.mu held.
 func (s *Session) sendParity(parity [][]byte, now time.Time) {
+	defer clear(s.fecShards)
 	for _, pl := range parity {
 		f := frame.Frame{Type: frame.FECParity, Payload: pl}
-		paths := s.pick(Spread, frame.Size(f), nil)
-		if len(paths) == 0 {
+		p := s.pickSpread(frame.Size(f), nil, s.fecShards)
+		if p == nil {
 			return
 		}
 		pt, _ := frame.Append(nil, f)
-		raw, ok := s.seal(paths[0], pt)
+		raw, ok := s.seal(p, pt)
 		if !ok {
 			return
 		}
-		paths[0].enqueue(raw)
+		p.enqueue(raw)
+		s.fecShards[p]++
 		s.st.paritySent++
 	}
 }
 
 // fecParams picks k and m for the next block from the measured loss of
 // the paths the spread scheduler uses. Stream paths lose by stalling, and
-// a stall holds back every record behind it on that path, so once a path
-// shows loss the block must survive losing all of one path's shards:
-// with n paths, k <= m(n-1). Independent loss (the controller's model)
-// raises m further. Without measured loss the block gets no parity.
+// a stall holds back every record behind it on that path, so parity on
+// the same path as its data helps nothing: one path gets none, and with n
+// paths m is chosen so that a block survives losing every shard of one
+// path, m >= k'/(n-1), where k' is the expected block size (blocks close
+// after fecDelay, so at low rates they hold fewer than k records). The
+// independent-loss model of fec.Controller raises m further at high loss.
+// Without measured loss the block gets no parity (FECAlways: one shard).
 func (s *Session) fecParams() (k, m int) {
 	n, loss := 0, 0.0
 	for _, p := range s.paths {
@@ -708,20 +814,35 @@ func (s *Session) fecParams() (k, m int) {
 			loss = max(loss, p.loss)
 		}
 	}
-	if loss < fecLossFloor {
+	if loss < fecLossFloor || n < 2 {
+		if s.cfg.FEC == FECAlways {
+			return fec.DefaultK, 1
+		}
 		return fec.DefaultK, 0
 	}
 	s.ctl.SetLoss(loss)
-	k, m = s.ctl.Params()
-	if n >= 2 {
-		k = min(k, fecStallK)
-		m = max(m, (k+n-2)/(n-1))
-	}
+	ck, cm := s.ctl.Params()
+	k = min(ck, fecStallK)
+	kEst := max(1, min(float64(k), s.blockRecords))
+	m = int(math.Ceil(kEst / float64(n-1)))
+	m = max(m, int(math.Ceil(float64(cm)*kEst/float64(ck))))
 	return k, min(m, fec.MaxM)
 }
 
 // fecLossFloor is the path loss under which spread records get no parity.
 const fecLossFloor = 0.005
 
-// fecStallK is the block size once paths stall.
+// fecStallK is the most records in a block once paths stall.
 const fecStallK = 8
+
+// noteBlock updates the average number of records per FEC block.
+func (s *Session) noteBlock(n int) {
+	if n <= 0 {
+		return
+	}
+	if s.blockRecords == 0 {
+		s.blockRecords = float64(n)
+		return
+	}
+	s.blockRecords += 0.25 * (float64(n) - s.blockRecords)
+}

@@ -147,8 +147,10 @@ func TestSlowPath(t *testing.T) {
 	if p.Best || st.Switches == 0 {
 		t.Errorf("the path made 10x slower is still best (switches %d)", st.Switches)
 	}
-	if p.ScheduledBest > 1000 {
-		t.Errorf("the slowed path carried %d of 1500 records", p.ScheduledBest)
+	// About 1000 records go out after the slowdown; most must take
+	// another path.
+	if others := st.Best - p.ScheduledBest; others < 500 {
+		t.Errorf("after the slowdown only %d records took other paths (slowed path: %d)", others, p.ScheduledBest)
 	}
 	if p.SRTT < 100*time.Millisecond {
 		t.Errorf("slowed path SRTT %s, want it to have grown towards 200ms", p.SRTT)

@@ -52,7 +52,11 @@ func (s *Session) pick(class Scheduler, n int, avoid *path) []*path {
 	var first, second *path
 	switch class {
 	case Spread:
-		if p := s.pickSpread(n, avoid); p != nil {
+		var shards map[*path]int
+		if s.cfg.FEC != FECOff && (s.fecM > 0 || s.enc.Pending() > 0) {
+			shards = s.fecShards
+		}
+		if p := s.pickSpread(n, avoid, shards); p != nil {
 			return []*path{p}
 		}
 		return nil
@@ -71,38 +75,44 @@ func (s *Session) pick(class Scheduler, n int, avoid *path) []*path {
 	return []*path{first, second}
 }
 
-// pickBest returns the best path with room other than not, preferring the
-// current best and avoiding avoid when it can.
+// pickBest returns the best usable path other than not, or, if that is
+// avoid, the next best; nil if that path has no room (the caller waits:
+// the best scheduler keeps to one path).
 func (s *Session) pickBest(n int, avoid, not *path) *path {
-	ok := func(p *path) bool { return p != nil && p != not && p.usable() && s.room(p, n) }
-	if b := s.best; ok(b) && b != avoid {
-		return b
-	}
-	var cand *path
-	for _, p := range s.paths {
-		if ok(p) && p != avoid && (cand == nil || p.score() < cand.score()) {
-			cand = p
+	ok := func(p *path) bool { return p != nil && p != not && p.usable() }
+	cand := s.best
+	if !ok(cand) || cand == avoid {
+		cand = nil
+		for _, p := range s.paths {
+			if ok(p) && p != avoid && (cand == nil || p.score() < cand.score()) {
+				cand = p
+			}
+		}
+		if cand == nil && ok(avoid) {
+			cand = avoid
 		}
 	}
-	if cand == nil && ok(avoid) {
-		return avoid
+	if cand == nil || !s.room(cand, n) {
+		return nil
 	}
 	return cand
 }
 
-// spreadSlack admits a path to the spread scheduler if its RTT is within
-// twice the fastest path's plus this much.
+// spreadSlack admits a path to the spread scheduler if its base RTT is
+// within twice the fastest path's plus this much.
 const spreadSlack = 10 * time.Millisecond
 
-// pickSpread stripes records over the usable paths whose RTT is close to
-// the fastest one's, each in proportion to its measured delivery rate
+// pickSpread stripes records over the usable paths whose base RTT is close
+// to the fastest one's, each in proportion to its measured delivery rate
 // (weighted round robin): the path that carried the fewest bytes for its
-// rate goes next.
-func (s *Session) pickSpread(n int, avoid *path) *path {
+// rate goes next. With shards set (an FEC block is being built), the path
+// holding the fewest shards of the block goes first, so that the block
+// survives losing any one path.
+func (s *Session) pickSpread(n int, avoid *path, shards map[*path]int) *path {
 	var fastest time.Duration = -1
 	for _, p := range s.paths {
 		if p.usable() {
-			if r, _ := p.rtt(); fastest < 0 || r < fastest {
+			if r := p.baseRTT(); fastest < 0 || r < fastest {
 				fastest = r
 			}
 		}
@@ -113,14 +123,20 @@ func (s *Session) pickSpread(n int, avoid *path) *path {
 	limit := 2*fastest + spreadSlack
 	var cand *path
 	var low float64
+	better := func(p *path, v float64) bool {
+		if cand == nil {
+			return true
+		}
+		if shards != nil && shards[p] != shards[cand] {
+			return shards[p] < shards[cand]
+		}
+		return v < low
+	}
 	for _, p := range s.paths {
-		if !p.usable() || p == avoid || !s.room(p, n) {
+		if !p.usable() || p == avoid || !s.room(p, n) || p.baseRTT() > limit {
 			continue
 		}
-		if r, _ := p.rtt(); r > limit {
-			continue
-		}
-		if v := p.spreadBytes / p.rateOr(); cand == nil || v < low {
+		if v := p.spreadBytes / p.rateOr(); better(p, v) {
 			cand, low = p, v
 		}
 	}

@@ -118,6 +118,10 @@ type Session struct {
 	dec     *fec.Decoder
 	ctl     *fec.Controller
 	fecSeen time.Time
+	// blockRecords is the moving average of records per FEC block.
+	blockRecords float64
+	fecM         int           // parity shards of the current or next block
+	fecShards    map[*path]int // shards of the open block per path
 
 	st counters
 }
@@ -165,6 +169,7 @@ func New(role Role, res *handshake.Result, conn net.Conn, ep Endpoint, cfg Confi
 		recvNext:  1,
 		peerLimit: uint64(defaultPeerWindow),
 		ring:      make([]slot, c.Window),
+		fecShards: make(map[*path]int),
 	}
 	s.sealer.SetRekeyPolicy(c.RekeyAfterRecords, c.RekeyAfter)
 	s.opener.SetGrace(c.RekeyGrace)

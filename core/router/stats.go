@@ -5,6 +5,7 @@ import "time"
 // counters are a session's counters, guarded by s.mu.
 type counters struct {
 	framesSent, framesRecv, retransmits, dups, beyond, dropped uint64
+	overtaken                                                  uint64
 	recordsSent, replays, acksSent                             uint64
 	paritySent, repaired                                       uint64
 	stalls, switches, joins, refused, resumes                  uint64
@@ -17,8 +18,10 @@ type Stats struct {
 	// ones once, however often they were sent or received).
 	FramesSent, FramesReceived uint64
 	// Retransmits counts reliable frames sent again (after a path died or
-	// stalled, or a retransmission timeout).
-	Retransmits uint64
+	// stalled, a frame sent later on another path overtook them, or a
+	// retransmission timeout); Overtaken counts the frames presumed lost
+	// because a later one was acknowledged first.
+	Retransmits, Overtaken uint64
 	// Duplicates counts reliable frames received again and dropped;
 	// Beyond those dropped because they were beyond the window.
 	Duplicates, Beyond uint64
@@ -84,7 +87,7 @@ func (s *Session) Stats() Stats {
 	c := &s.st
 	st := Stats{
 		FramesSent: c.framesSent, FramesReceived: c.framesRecv,
-		Retransmits: c.retransmits, Duplicates: c.dups, Beyond: c.beyond, Dropped: c.dropped,
+		Retransmits: c.retransmits, Overtaken: c.overtaken, Duplicates: c.dups, Beyond: c.beyond, Dropped: c.dropped,
 		RecordsSent: c.recordsSent, Replays: c.replays, AcksSent: c.acksSent,
 		Best: c.sched[Best], Redundant: c.sched[Redundant], Spread: c.sched[Spread],
 		ParitySent: c.paritySent, Repaired: c.repaired,

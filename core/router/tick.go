@@ -85,7 +85,9 @@ func (s *Session) tick(now time.Time) time.Time {
 	}
 	if d, ok := s.enc.Deadline(); ok {
 		if !now.Before(d) {
+			s.noteBlock(s.enc.Pending())
 			s.sendParity(s.enc.Flush(nil), now)
+			_, s.fecM = s.fecParams()
 		} else {
 			at(d)
 		}

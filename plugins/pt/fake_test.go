@@ -5,10 +5,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	ptlib "gitlab.torproject.org/tpo/anti-censorship/pluggable-transports/goptlib"
 )
@@ -142,10 +144,37 @@ func fakePT(mode string) int {
 		// SIGKILL ends it.
 		signal.Ignore(syscall.SIGTERM)
 		say("VERSION 1")
-		select {}
+		blockForever()
+	case "orphan":
+		// Leaves a child that holds its stdout and stderr and ignores
+		// SIGTERM, and exits when its stdin closes.
+		self, err := os.Executable()
+		if err != nil {
+			return 1
+		}
+		child := exec.Command(self)
+		child.Env = []string{fakeEnv + "=sleep"}
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			return 1
+		}
+		say("VERSION 1")
+		say("CMETHOD %s socks5 127.0.0.1:1", method)
+		say("CMETHODS DONE")
+		return waitStdin()
+	case "sleep":
+		signal.Ignore(syscall.SIGTERM)
+		blockForever()
 	}
 	fmt.Fprintf(os.Stderr, "fake pt: unknown mode %q\n", mode)
 	return 2
+}
+
+// blockForever blocks the fake PT until it is killed.
+func blockForever() {
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 
 // ptEnv lists the PT's environment, sorted.

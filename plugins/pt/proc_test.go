@@ -168,6 +168,27 @@ func TestCloseDuringStart(t *testing.T) {
 	}
 }
 
+// TestStopOrphan checks that a child the PT left behind, holding the PT's
+// stdout and stderr, does not make Close hang: it is killed with the PT's
+// process group.
+func TestStopOrphan(t *testing.T) {
+	cfg, rec := fakeConfig(t, "orphan")
+	cfg.StopTimeout = 50 * time.Millisecond
+	c, err := NewClient(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if !rec.contains("still holds its output") {
+		t.Errorf("no note of the orphan in the log:\n%s", strings.Join(rec.messages(), "\n"))
+	}
+}
+
 func TestStartMissingBinary(t *testing.T) {
 	c, err := NewClient(Config{Binary: "/nonexistent/obfs4proxy", Method: "obfs4"}, nil)
 	if err != nil {

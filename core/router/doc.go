@@ -48,7 +48,10 @@
 // therefore fails as a handshake and the gateway closes the connection
 // without a word. A session expects the unused indexes within TokenWindow
 // (8) below and above the highest index used so far; tokens are single
-// use, so a replayed join message gets nothing.
+// use, so a replayed join message gets nothing. The tokens of a session
+// that ended less than a minute ago are refused the same way but without
+// being taken for a handshake, so that joins racing a client's Close do
+// not count against its rate limit.
 //
 // A joined path is unverified until the client's first record on it
 // arrives (the client sends a Ping as soon as the confirmation opens):
@@ -73,31 +76,57 @@
 // best path, and ride along in data records when there are any.
 //
 // The sender re-sends a frame, in a new record and on another path where
-// there is one, when the path that carried it dies (reset, close, write
-// error) or stalls, and otherwise after a retransmission timeout
-// (max(RTOMin, 2 SRTT + 4 RTTVAR + AckDelay), doubling). Send waits while
-// the peer's window or MaxUnacked bytes are used up.
+// there is one:
+//
+//   - when the path that carried it dies (reset, close, write error) or
+//     stalls;
+//   - when it was overtaken (as RACK, RFC 8985, within a connection): an
+//     acknowledgement arrives for a frame written after it, and its own is
+//     overdue, i.e. more than the path's loss RTT (the larger of the ping
+//     SRTT and the write-to-acknowledgement RTT), a reordering allowance
+//     (a quarter of the path's least RTT, at least 5ms) and AckDelay have
+//     passed since it was written;
+//   - otherwise after a retransmission timeout, max(RTOMin, 2 loss RTT +
+//     4 RTTVAR + AckDelay) from when it was written, doubling.
+//
+// Send waits while the peer's window or MaxUnacked bytes are used up.
 //
 // # Paths, metrics and schedulers
 //
 // Each path is pinged (every 2 RTT, 100 ms to 1 s, while it carries
 // traffic; every KeepAlive when idle) and answers pings on the path they
-// came in on: smoothed RTT and variance as in RFC 6298, a loss average of
-// late or missing pongs, a delivery rate from acknowledged bytes. A path
-// with a ping or data outstanding and no progress for
-// max(3 SRTT, SRTT + 4 RTTVAR, StallFloor) is stalled: its frames are
-// re-sent elsewhere and it carries only pings until a pong comes back,
-// or is closed after PathTimeout. The best path is the usable one with
-// the lowest score (SRTT + 2 RTTVAR, times 1 + 4 loss, plus queued bytes
-// over rate); it changes only to a path better by Hysteresis after
+// came in on: smoothed RTT and variance as in RFC 6298, the least RTT of
+// the last 30 s, a loss average of late (over 2 SRTT + 4 RTTVAR + 10ms)
+// or missing pongs, a delivery rate from acknowledged bytes. A path with a
+// ping or data outstanding and no progress (a pong, or an acknowledgement
+// of a frame only it carried) for max(3 SRTT, SRTT + 4 RTTVAR,
+// StallFloor) is stalled: its frames are re-sent elsewhere and it carries
+// only pings until a pong comes back, or is closed after PathTimeout. The
+// best path is the usable one with the lowest score, (SRTT + 2 RTTVAR) x
+// (1 + 4 loss); it changes only to a path better by Hysteresis after
 // holding for a second, unless it stops being usable.
 //
-// Schedulers: Best puts a record on the best path; Redundant on the two
-// best (small urgent frames: messages, call signalling, FlagUrgent);
-// Spread stripes records over the paths whose RTT is within twice the
-// fastest's, in proportion to their delivery rate, and adds Reed-Solomon
-// parity (core/fec) over the sealed records once the paths show loss.
-// ClassOf gives each frame type's default; Config.Scheduler overrides it.
+// Schedulers: Best puts a record on the best path only (Send waits when
+// its queue is full); Redundant on the two best (small urgent frames:
+// messages, call signalling, FlagUrgent); Spread stripes records over the
+// paths whose least RTT is within twice the fastest's (plus 10ms), in
+// proportion to their delivery rate, and adds Reed-Solomon parity
+// (core/fec) over the sealed records once the paths show loss. ClassOf
+// gives each frame type's default; Config.Scheduler overrides it.
+//
+// # FEC on stream paths
+//
+// A lost segment on a stream transport stalls everything behind it on
+// that connection, so parity helps only on other paths. The spread
+// scheduler therefore places the records and parity shards of a block on
+// the paths holding the fewest shards of that block, and chooses m so
+// that the block survives losing every shard of one path: with n >= 2
+// usable paths and blocks of about k' records (blocks close after 10ms),
+// m = max(ceil(k'/(n-1)), the fec.Controller's m for the measured loss
+// scaled to k'), k <= 8. Below 0.5% measured loss, or on one path, blocks
+// get no parity (FECAlways: one shard). Receivers keep records for
+// repair while parity arrived in the last 5 s; a repaired record is opened
+// like any other, and the original, if it comes later, is a replay.
 //
 // # Sessions outlive paths
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -276,5 +277,50 @@ func FuzzPathJoin(f *testing.F) {
 		if _, err := frame.Append(nil, frame.Frame{Type: frame.PathJoin, Payload: b}); err != nil {
 			t.Fatalf("a valid payload does not fit its frame: %v", err)
 		}
+	})
+}
+
+// FuzzDispatch feeds arbitrary record plaintexts, as an authenticated but
+// misbehaving peer could send them, to a session: frames with any Seq,
+// acknowledgements of anything, pings, parity. Nothing may panic.
+func FuzzDispatch(f *testing.F) {
+	add := func(fs ...frame.Frame) {
+		var b []byte
+		for _, fr := range fs {
+			b, _ = frame.Append(b, fr)
+		}
+		f.Add(b)
+	}
+	add(frame.Frame{Type: frame.Message, Seq: 1, Payload: []byte("hi")}, frame.Frame{Type: frame.Message, Seq: 3})
+	add(frame.Frame{Type: frame.Ack, Payload: frame.SackPayload{Cumulative: 5, Window: 10, Ranges: []frame.SackRange{{7, 9}}}.Append(nil)})
+	add(frame.Frame{Type: frame.Ping, Payload: make([]byte, 16)}, frame.Frame{Type: frame.Pong, Payload: make([]byte, 16)})
+	add(frame.Frame{Type: frame.PathJoin, Payload: []byte{1}}, frame.Frame{Type: frame.Padding, Payload: make([]byte, 10)})
+	add(frame.Frame{Type: frame.FECParity, Payload: []byte{0, 0, 1, 1, 1, 28}})
+	add(frame.Frame{Type: frame.Close, Seq: 1})
+	add(frame.Frame{Type: frame.Media, Payload: []byte{1}})
+	f.Fuzz(func(t *testing.T, pt []byte) {
+		c, _ := results(t)
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		s := New(Client, c, a, Endpoint{}, Config{Window: 64})
+		defer s.Close()
+		s.mu.Lock()
+		// A few frames in flight, so acknowledgements have something to
+		// act on.
+		for i := range 3 {
+			s.queue(msg(i, 8), Best, true)
+		}
+		s.pump(time.Now())
+		p := s.paths[0]
+		var repaired [][]byte
+		s.dispatch(p, pt, time.Now(), &repaired)
+		s.dispatch(nil, pt, time.Now(), &repaired)
+		for {
+			if _, ok := s.popRecv(); !ok {
+				break
+			}
+		}
+		s.mu.Unlock()
 	})
 }

@@ -165,7 +165,7 @@ func TestForwardDelay(t *testing.T) {
 		if got := n.b.recv(); len(got) != 0 {
 			t.Fatalf("a to b arrived %s early", 15*time.Millisecond-got[0].at.Sub(start))
 		}
-		time.Sleep(1)
+		time.Sleep(time.Nanosecond)
 		synctest.Wait()
 		got := n.b.recv()
 		if len(got) != 1 || got[0].at.Sub(start) != 15*time.Millisecond {

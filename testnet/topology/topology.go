@@ -265,6 +265,9 @@ func Up(ctx context.Context, spec Spec) (n *Net, err error) {
 		return nil, fmt.Errorf("topology: %w", err)
 	}
 	n.router = r
+	if spec.Logger != nil {
+		spec.Logger.Info("testnet up", "component", "testnet/topology", "prefix", spec.Prefix, "hosts", len(spec.Hosts), "seed", spec.Seed)
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go func() {

@@ -10,7 +10,7 @@ import (
 // TestConformance runs core/transport's conformance suite against the
 // built-in transports' plugin binaries, through the host.
 func TestConformance(t *testing.T) {
-	for _, name := range []string{"tcp", "quic", "kcp", "obfs4"} {
+	for _, name := range []string{"tcp", "quic", "kcp", "obfs4", "websocket"} {
 		t.Run(name, func(t *testing.T) {
 			bin := buildPlugin(t, name, "./cmd/commucat-transport-"+name)
 			_, r := startHost(t, HostConfig{}, pluginDir(t, map[string]string{name: bin}))

@@ -87,6 +87,9 @@ func (w *logWriter) emit(line []byte, cut bool) {
 		return
 	}
 	if !w.allow(time.Now()) {
+		if w.dropped == 0 {
+			w.log.Warn("plugin logs too fast; dropping lines")
+		}
 		w.dropped++
 		return
 	}

@@ -299,7 +299,7 @@ func (p *plugin) startErr(err error) error {
 
 // checkDescription asks g to describe itself and records the answer.
 func (p *plugin) checkDescription(ctx context.Context, g *generation) error {
-	ctx, cancel := context.WithTimeout(ctx, p.h.cfg.CallTimeout)
+	ctx, cancel := withTimeout(ctx, p.h.cfg.CallTimeout)
 	defer cancel()
 	r, err := g.rpc.Describe(ctx, &proto.DescribeRequest{HostProtocolVersion: proto.ProtocolVersion})
 	if err == nil {
@@ -342,18 +342,26 @@ func (p *plugin) checkDescription(ctx context.Context, g *generation) error {
 }
 
 func (p *plugin) stats(ctx context.Context) (Stats, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.h.cfg.CallTimeout)
+	ctx, cancel := withTimeout(ctx, p.h.cfg.CallTimeout)
 	defer cancel()
-	g, err := p.live(ctx)
-	if err != nil {
-		return Stats{}, err
-	}
-	r, err := g.rpc.Stats(ctx, &proto.StatsRequest{})
-	if err == nil {
-		err = r.GetError().Err()
-	}
-	if err != nil {
-		return Stats{}, g.callErr(ctx, "stats", err)
+	var r *proto.StatsResponse
+	for try := 0; ; try++ {
+		g, err := p.live(ctx)
+		if err != nil {
+			return Stats{}, err
+		}
+		r, err = g.rpc.Stats(ctx, &proto.StatsRequest{})
+		if err == nil {
+			err = r.GetError().Err()
+		}
+		if err != nil {
+			err = g.callErr(ctx, "stats", err)
+			if try == 0 && diedUnder(ctx, g, err) {
+				continue
+			}
+			return Stats{}, err
+		}
+		break
 	}
 	p.mu.Lock()
 	restarts := p.restarts
@@ -367,13 +375,22 @@ func (p *plugin) stats(ctx context.Context) (Stats, error) {
 }
 
 func (p *plugin) health(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, p.h.cfg.CallTimeout)
+	ctx, cancel := withTimeout(ctx, p.h.cfg.CallTimeout)
 	defer cancel()
-	g, err := p.live(ctx)
-	if err != nil {
+	for try := 0; ; try++ {
+		g, err := p.live(ctx)
+		if err != nil {
+			return err
+		}
+		err = g.health(ctx)
+		if err != nil {
+			err = g.callErr(ctx, "health", err)
+			if try == 0 && diedUnder(ctx, g, err) {
+				continue
+			}
+		}
 		return err
 	}
-	return g.health(ctx)
 }
 
 // grpcPlugin is go-plugin's view of the Transport service, client side.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/plugins/internal/ctl"
 	"github.com/commucat/commucat/plugins/proto"
 )
 
@@ -50,7 +51,7 @@ type instance struct {
 // clientFactory is the plugin's transport.Factory.
 func (p *plugin) clientFactory(params transport.Params) (transport.Transport, error) {
 	t := p.newTransport(proto.Role_ROLE_CLIENT, params, "")
-	ctx, cancel := context.WithTimeout(context.Background(), p.h.cfg.CallTimeout)
+	ctx, cancel := withTimeout(context.Background(), p.h.cfg.CallTimeout)
 	defer cancel()
 	if _, _, err := t.instance(ctx); err != nil {
 		return nil, err
@@ -61,7 +62,7 @@ func (p *plugin) clientFactory(params transport.Params) (transport.Transport, er
 // serverFactory is the plugin's transport.ServerFactory.
 func (p *plugin) serverFactory(params transport.Params, dir string) (transport.Transport, transport.Params, error) {
 	t := p.newTransport(proto.Role_ROLE_SERVER, params, dir)
-	ctx, cancel := context.WithTimeout(context.Background(), p.h.cfg.CallTimeout)
+	ctx, cancel := withTimeout(context.Background(), p.h.cfg.CallTimeout)
 	defer cancel()
 	if _, _, err := t.instance(ctx); err != nil {
 		return nil, nil, err
@@ -83,6 +84,16 @@ func (p *plugin) newTransport(role proto.Role, params transport.Params, dir stri
 // instance returns the live generation and the Transport's instance in
 // it, configuring one if needed.
 func (t *Transport) instance(ctx context.Context) (*generation, uint64, error) {
+	for try := 0; ; try++ {
+		g, id, err := t.instanceOnce(ctx)
+		if err != nil && try == 0 && g != nil && diedUnder(ctx, g, err) {
+			continue
+		}
+		return g, id, err
+	}
+}
+
+func (t *Transport) instanceOnce(ctx context.Context) (*generation, uint64, error) {
 	g, err := t.p.live(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -98,12 +109,11 @@ func (t *Transport) instance(ctx context.Context) (*generation, uint64, error) {
 		err = r.GetError().Err()
 	}
 	if err != nil {
-		return nil, 0, g.callErr(ctx, "configure", err)
+		return g, 0, g.callErr(ctx, "configure", err)
 	}
 	if r.GetInstance() == 0 || !smallParams(r.GetPublicParams()) {
-		err := fmt.Errorf("configure: invalid response (instance %d, %d public parameters)", r.GetInstance(), len(r.GetPublicParams()))
-		g.cut(err)
-		return nil, 0, &opError{name: t.p.info.Name, op: "configure", kind: transport.ErrRefused, err: err}
+		err := g.violation("configure", fmt.Errorf("instance %d, %d public parameters", r.GetInstance(), len(r.GetPublicParams())))
+		return g, 0, &opError{name: t.p.info.Name, op: "configure", kind: transport.ErrRefused, err: err}
 	}
 	pub := transport.Params(r.GetPublicParams())
 	if in.gen != nil && in.role == proto.Role_ROLE_SERVER && !maps.Equal(pub, in.pub) {
@@ -174,12 +184,38 @@ func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 }
 
 func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, t.p.h.cfg.DialTimeout)
+	ctx, cancel := withTimeout(ctx, t.p.h.cfg.DialTimeout)
 	defer cancel()
-	g, inst, err := t.instance(ctx)
-	if err != nil {
-		return nil, err
+	for try := 0; ; try++ {
+		g, inst, err := t.instance(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c, err := t.dialOn(ctx, g, inst, addr)
+		if err != nil && try == 0 && diedUnder(ctx, g, err) {
+			continue // once more, in the restarted plugin
+		}
+		return c, err
 	}
+}
+
+// diedUnder reports whether a call on g failed because g died (not
+// because of the plugin's answer or the caller's context).
+func diedUnder(ctx context.Context, g *generation, err error) bool {
+	var re *proto.RemoteError
+	if ctx.Err() != nil || !g.isDead() || errors.As(err, &re) || errors.Is(err, errViolation) {
+		return false
+	}
+	var v *ctl.ViolationError
+	return !errors.As(g.reason, &v) && !errors.Is(g.reason, errViolation)
+}
+
+// withTimeout bounds ctx by d; the cause of the deadline names d.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, d, fmt.Errorf("no answer from the plugin within %v: %w", d, context.DeadlineExceeded))
+}
+
+func (t *Transport) dialOn(ctx context.Context, g *generation, inst uint64, addr string) (*conn, error) {
 	id, uc, err := g.openFlow(ctx)
 	if err != nil {
 		return nil, err
@@ -206,15 +242,28 @@ func (t *Transport) Listen(ctx context.Context, addr string) (transport.Listener
 	if t.p.h.isClosed() {
 		return nil, &opError{name: t.p.info.Name, op: "listen", kind: transport.ErrClosed, err: errors.New("host closed")}
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.p.h.cfg.CallTimeout)
+	ctx, cancel := withTimeout(ctx, t.p.h.cfg.CallTimeout)
 	defer cancel()
-	g, inst, err := t.instance(ctx)
-	if err != nil {
-		return nil, err
-	}
-	id, a, err := g.listen(ctx, inst, addr)
-	if err != nil {
-		return nil, err
+	var (
+		g    *generation
+		id   uint64
+		a    netAddr
+		err  error
+		inst uint64
+	)
+	for try := 0; ; try++ {
+		g, inst, err = t.instance(ctx)
+		if err != nil {
+			return nil, err
+		}
+		id, a, err = g.listen(ctx, inst, addr)
+		if err != nil && try == 0 && diedUnder(ctx, g, err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
 	l := &listener{t: t, gen: g, id: id, addr: a}
 	l.life, l.stop = context.WithCancel(context.Background())
@@ -515,11 +564,15 @@ func (c *conn) Read(b []byte) (int, error) {
 
 // abnormal is the error of a flow that ended without an announced EOF.
 func (c *conn) abnormal(op string, ctlErr error) error {
-	why := errors.New("the plugin's connection failed")
+	return &opError{name: c.g.p.info.Name, op: op, kind: transport.ErrRefused, err: fmt.Errorf("flow %d ended abnormally: %s", c.id, c.why(ctlErr))}
+}
+
+// why explains the abnormal end of the flow.
+func (c *conn) why(ctlErr error) string {
 	if ctlErr != nil || c.g.isDead() {
-		why = errors.New("the plugin exited")
+		return "the plugin exited"
 	}
-	return &opError{name: c.g.p.info.Name, op: op, kind: transport.ErrRefused, err: fmt.Errorf("flow %d ended abnormally: %w", c.id, why)}
+	return "the plugin's connection failed"
 }
 
 // Write writes to the flow.
@@ -580,7 +633,7 @@ func (c *conn) wrap(op string, err error) error {
 	switch {
 	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED):
 		kind = transport.ErrRefused
-		err = fmt.Errorf("flow %d ended abnormally: %w", c.id, err)
+		err = fmt.Errorf("flow %d ended abnormally (%s): %w", c.id, c.why(c.g.ctl.Sync()), err)
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		kind = transport.ErrTimeout
 	case errors.Is(err, net.ErrClosed):

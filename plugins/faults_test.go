@@ -1,0 +1,292 @@
+package plugins
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/commucat/commucat/core/transport"
+)
+
+// faultyBin builds plugintest's misbehaving plugin.
+func faultyBin(t testing.TB) string {
+	t.Helper()
+	return buildPlugin(t, "faulty", "./plugins/plugintest/cmd/faulty")
+}
+
+// currentGen returns the running generation of the named plugin.
+func currentGen(t testing.TB, h *Host, name string) *generation {
+	t.Helper()
+	p, err := h.plugin(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := p.live(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// echoServer accepts connections on ln and echoes each until ln closes.
+func echoServer(t testing.TB, ln transport.Listener) {
+	t.Helper()
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept(ctx)
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+					return
+				}
+				continue // a restart in progress
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c) //nolint:errcheck // ends with the connection
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+		<-done
+	})
+}
+
+// echoConn returns a client connection to an echo server over the named
+// transport.
+func echoConn(t testing.TB, r *transport.Registry, name string) (net.Conn, transport.Transport, transport.Listener) {
+	t.Helper()
+	client, server := serverAndClient(t, r, name)
+	ctx := testCtx(t)
+	ln, err := server.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	echoServer(t, ln)
+	c, err := client.Dial(ctx, ln.Addr().String())
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, client, ln
+}
+
+// roundTrip checks that c echoes msg.
+func roundTrip(t testing.TB, c net.Conn, msg string) {
+	t.Helper()
+	if err := c.SetDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	if string(got) != msg {
+		t.Fatalf("echoed %q, want %q", got, msg)
+	}
+}
+
+func TestKilledMidTransfer(t *testing.T) {
+	dir := pluginDir(t, map[string]string{
+		"tcp":  buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp"),
+		"good": faultyBin(t),
+	})
+	h, r := startHost(t, HostConfig{Backoff: 10 * time.Millisecond}, dir)
+	other, _, _ := echoConn(t, r, "good")
+	roundTrip(t, other, "before")
+
+	c, client, ln := echoConn(t, r, "tcp")
+	old := currentGen(t, h, "tcp")
+	progress := make(chan struct{})
+	readErr := make(chan error, 1)
+	writeErr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		buf := make([]byte, 64<<10)
+		var total int
+		for {
+			n, err := c.Read(buf)
+			total += n
+			if total >= 1<<20 && progress != nil {
+				close(progress)
+				progress = nil
+			}
+			if err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	<-progress
+	if err := syscall.Kill(old.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []chan error{readErr, writeErr} {
+		err := <-ch
+		if !errors.Is(err, transport.ErrRefused) {
+			t.Errorf("I/O on a connection whose plugin died: %v; want transport.ErrRefused", err)
+		}
+		t.Logf("after the kill: %v", err)
+	}
+	c.Close()
+
+	// The plugin comes back and the listener listens again.
+	ctx := testCtx(t)
+	for {
+		st, err := h.Stats(ctx, "tcp")
+		if err != nil {
+			t.Fatalf("Stats: %v", err)
+		}
+		if st.Restarts != 1 {
+			t.Fatalf("Restarts = %d, want 1", st.Restarts)
+		}
+		if st.Listeners == 1 {
+			break
+		}
+	}
+	if g := currentGen(t, h, "tcp"); g == old || g.pid() == old.pid() {
+		t.Fatalf("still generation %d, pid %d", g.n, g.pid())
+	}
+	c2, err := client.Dial(ctx, ln.Addr().String())
+	if err != nil {
+		t.Fatalf("Dial after the restart: %v", err)
+	}
+	defer c2.Close()
+	roundTrip(t, c2, "after the restart")
+	roundTrip(t, other, "undisturbed")
+}
+
+func TestHangingCalls(t *testing.T) {
+	bin := faultyBin(t)
+	dir := pluginDir(t, map[string]string{"hangdial": bin, "hanglisten": bin, "good": bin})
+	h, r := startHost(t, HostConfig{DialTimeout: 300 * time.Millisecond, CallTimeout: 300 * time.Millisecond}, dir)
+	other, _, _ := echoConn(t, r, "good")
+	ctx := testCtx(t)
+
+	t.Run("dial", func(t *testing.T) {
+		client, err := r.New("hangdial", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := client.Dial(ctx, "127.0.0.1:9")
+		if !errors.Is(err, transport.ErrTimeout) {
+			t.Fatalf("Dial = %v, %v; want transport.ErrTimeout", c, err)
+		}
+		t.Log(err)
+	})
+	t.Run("listen", func(t *testing.T) {
+		server, _, err := r.NewServer("hanglisten", nil, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := server.Listen(ctx, "127.0.0.1:0")
+		if !errors.Is(err, transport.ErrTimeout) {
+			t.Fatalf("Listen = %v, %v; want transport.ErrTimeout", ln, err)
+		}
+		t.Log(err)
+	})
+	// A hung call does not make a plugin unhealthy or disturb others.
+	for _, name := range []string{"hangdial", "hanglisten"} {
+		if err := h.Health(ctx, name); err != nil {
+			t.Errorf("Health(%s): %v", name, err)
+		}
+	}
+	roundTrip(t, other, "undisturbed")
+}
+
+func TestGarbage(t *testing.T) {
+	bin := faultyBin(t)
+	tests := []struct {
+		mode string
+		want string // in the cut-off reason
+	}{
+		{"garbagectl", "protocol violation"},
+		{"garbagegrpc", "protocol violation"},
+		{"badaddr", "protocol violation"},
+	}
+	dir := pluginDir(t, map[string]string{"garbagectl": bin, "garbagegrpc": bin, "badaddr": bin, "good": bin})
+	h, r := startHost(t, HostConfig{Backoff: 10 * time.Millisecond}, dir)
+	other, _, ln := echoConn(t, r, "good")
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			ctx := testCtx(t)
+			client, err := r.New(tt.mode, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := currentGen(t, h, tt.mode)
+			c, err := client.Dial(ctx, ln.Addr().String())
+			if err == nil {
+				// The garbage on the control socket may be read after the
+				// call returned; the plugin is cut off all the same.
+				c.Close()
+			} else if !errors.Is(err, transport.ErrRefused) {
+				t.Errorf("Dial = %v; want transport.ErrRefused", err)
+			}
+			t.Logf("Dial: %v", err)
+			reason := old.deathReason()
+			if !strings.Contains(reason.Error(), tt.want) {
+				t.Errorf("cut off for %q, want %q", reason, tt.want)
+			}
+			st, err := h.Stats(ctx, tt.mode)
+			if err != nil {
+				t.Fatalf("Stats: %v", err)
+			}
+			if st.Restarts != 1 {
+				t.Errorf("Restarts = %d, want 1", st.Restarts)
+			}
+		})
+	}
+	roundTrip(t, other, "undisturbed")
+}
+
+func TestStderrJunk(t *testing.T) {
+	var logs bytes.Buffer
+	dir := pluginDir(t, map[string]string{"stderrjunk": faultyBin(t)})
+	cfg := HostConfig{Dirs: []string{dir}}
+	h, err := NewHost(cfg, slogTo(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.Discover(); err != nil {
+		t.Fatal(err)
+	}
+	r := new(transport.Registry)
+	if err := h.Register(r); err != nil {
+		t.Fatal(err)
+	}
+	c, _, _ := echoConn(t, r, "stderrjunk")
+	roundTrip(t, c, "still serving")
+	c.Close()
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	for _, want := range []string{"plugin=stderrjunk", "msg=typed", "truncated=true", "dropping lines"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("host log lacks %q", want)
+		}
+	}
+}

@@ -1,0 +1,183 @@
+// Package plugintest holds a misbehaving transport plugin for the plugin
+// host's fault tests: plain TCP (transports/tcp) with one fault injected,
+// chosen by the plugin's name. The binary is built from
+// plugins/plugintest/cmd/faulty and installed as
+// commucat-transport-<mode>; see Modes.
+package plugintest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/commucat/commucat/plugins/proto"
+	"github.com/commucat/commucat/plugins/sdk"
+	"github.com/commucat/commucat/transports/tcp"
+)
+
+// Modes lists the fault modes and what each does.
+var Modes = map[string]string{
+	"good":        "no fault: plain TCP",
+	"hangdial":    "Dial never returns, whatever its context",
+	"hanglisten":  "Listen never returns, whatever its context",
+	"garbagectl":  "Dial writes garbage on the control socket first",
+	"garbagegrpc": "Dial answers with a 2 MiB address, past the host's gRPC limit",
+	"badaddr":     "Dial answers with a 4 KiB address",
+	"stderrjunk":  "writes malformed and oversized log lines, then serves plain TCP",
+	"oldproto":    "speaks plugin protocol version 99",
+	"wrongname":   "describes itself under another name",
+}
+
+// Main runs the plugin in the mode its binary's name selects.
+func Main() {
+	mode := strings.TrimPrefix(baseName(os.Args[0]), proto.BinaryPrefix)
+	if _, ok := Modes[mode]; !ok {
+		fmt.Fprintf(os.Stderr, "plugintest: unknown mode %q\n", mode)
+		os.Exit(2)
+	}
+	switch mode {
+	case "oldproto":
+		serveOldProtocol()
+		return
+	case "stderrjunk":
+		junk()
+	}
+	name := mode
+	if mode == "wrongname" {
+		name = "somebody-else"
+	}
+	f := faulty{mode: mode}
+	sdk.Serve(sdk.Plugin{
+		Name:    name,
+		Version: "test",
+		Client:  func(p sdk.Params) (sdk.Transport, error) { return f.wrap(tcp.Factory(p)) },
+		Server: func(p sdk.Params, dir string) (sdk.Transport, sdk.Params, error) {
+			t, pub, err := tcp.ServerFactory(p, dir)
+			w, werr := f.wrap(t, err)
+			return w, pub, werr
+		},
+	})
+}
+
+func baseName(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}
+
+// faulty is a TCP transport with a fault.
+type faulty struct {
+	mode string
+	tcp  sdk.Transport
+}
+
+func (f faulty) wrap(t sdk.Transport, err error) (sdk.Transport, error) {
+	if err != nil {
+		return nil, err
+	}
+	f.tcp = t
+	return &f, nil
+}
+
+func (f *faulty) Name() string { return f.mode }
+
+func (f *faulty) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	switch f.mode {
+	case "hangdial":
+		select {}
+	case "garbagectl":
+		if fd := controlFD(); fd >= 0 {
+			syscall.Write(fd, []byte("this is not a control message")) //nolint:errcheck // the fault
+		}
+	}
+	c, err := f.tcp.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	switch f.mode {
+	case "garbagegrpc":
+		return addrConn{c, strings.Repeat("x", 2<<20)}, nil
+	case "badaddr":
+		return addrConn{c, strings.Repeat("x", 4<<10)}, nil
+	}
+	return c, nil
+}
+
+func (f *faulty) Listen(ctx context.Context, addr string) (sdk.Listener, error) {
+	if f.mode == "hanglisten" {
+		select {}
+	}
+	return f.tcp.Listen(ctx, addr)
+}
+
+// controlFD finds the control socket (the SDK keeps a duplicate of the
+// inherited descriptor): the one SOCK_SEQPACKET socket of the process.
+func controlFD() int {
+	for fd := 3; fd < 1024; fd++ {
+		if t, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE); err == nil && t == syscall.SOCK_SEQPACKET {
+			return fd
+		}
+	}
+	return -1
+}
+
+// addrConn reports an oversized remote address.
+type addrConn struct {
+	net.Conn
+	addr string
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return fakeAddr(c.addr) }
+
+type fakeAddr string
+
+func (a fakeAddr) Network() string { return "tcp" }
+func (a fakeAddr) String() string  { return string(a) }
+
+// junk writes lines to standard error that a careless log parser would
+// choke on.
+func junk() {
+	lines := []string{
+		`{"@message": 5, "@level": {"x": 1}}`,
+		`{"@message": "typed", "@level": "error", "@timestamp": 7, "n": [1, 2, 3]}`,
+		`{"@message":`,
+		"\x00\xff\xfe not even text",
+		"panic: not really",
+		strings.Repeat("long ", 20000),
+	}
+	for _, l := range lines {
+		fmt.Fprintln(os.Stderr, l)
+	}
+	for i := range 2000 {
+		fmt.Fprintf(os.Stderr, "flood line %d\n", i)
+	}
+}
+
+// serveOldProtocol serves go-plugin's handshake for protocol version 99.
+func serveOldProtocol() {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: plugin.HandshakeConfig{
+			ProtocolVersion:  99,
+			MagicCookieKey:   proto.MagicCookieKey,
+			MagicCookieValue: proto.MagicCookieValue,
+		},
+		Plugins:    plugin.PluginSet{proto.PluginName: nothing{}},
+		GRPCServer: plugin.DefaultGRPCServer,
+	})
+}
+
+// nothing is a gRPC plugin that serves nothing.
+type nothing struct{ plugin.NetRPCUnsupportedPlugin }
+
+func (nothing) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error { return nil }
+
+func (nothing) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
+	return nil, nil
+}

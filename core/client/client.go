@@ -1,6 +1,8 @@
-// Package client opens a session from a client device to its gateway: it
-// tries the gateway's endpoints in the invite's order, runs the hybrid
-// handshake on the first connection that opens, and returns the session.
+// Package client opens a multipath session from a client device to its
+// gateway: it races the gateway's endpoints (the invite's transports) with
+// staggered starts, as Happy Eyeballs does, runs the hybrid handshake on
+// the first connection that opens, and returns a core/router session that
+// then joins the other endpoints as extra paths in the background.
 package client
 
 import (
@@ -9,12 +11,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"syscall"
 	"time"
 
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
-	"github.com/commucat/commucat/core/session"
+	"github.com/commucat/commucat/core/router"
 	"github.com/commucat/commucat/core/transport"
 )
 
@@ -25,57 +28,178 @@ var ErrNoEndpoint = errors.New("client: no usable endpoint")
 type Config struct {
 	Static     *handshake.StaticKey // the device's key; required
 	Gateway    [32]byte             // the gateway's Noise static public key
-	Endpoints  []invite.Endpoint    // in the order to try
+	Endpoints  []invite.Endpoint    // in order of preference
 	Transports *transport.Registry  // builds transports by name
 	// Only restricts dialing to one transport name; empty tries all.
 	Only string
 	// AttemptTimeout bounds each endpoint's dial and handshake; zero: 10s.
 	AttemptTimeout time.Duration
-	Pad            func(msg, n int) int
-	Session        session.Config
-	Logger         *slog.Logger // nil: discard
+	// Stagger is how long the race waits before starting the next
+	// endpoint while earlier ones are still trying; zero: 250ms. An
+	// attempt that fails starts the next one at once.
+	Stagger time.Duration
+	Pad     func(msg, n int) int
+	// Router configures the session. Its Endpoints are set from
+	// Endpoints (filtered by Only); its PadHandshake defaults to Pad and
+	// its Logger to Logger.
+	Router router.Config
+	Logger *slog.Logger // nil: discard
 }
 
-// Dial connects to the first endpoint that completes a handshake and
-// returns the (not yet running) session and the endpoint used. The caller
-// runs the session with Run and closes it.
-func Dial(ctx context.Context, cfg Config) (*session.Session, invite.Endpoint, error) {
+// endpoint is one invite endpoint with its transport built.
+type endpoint struct {
+	inv invite.Endpoint
+	ep  router.Endpoint
+}
+
+// Dial races the endpoints and returns the (not yet running) session of
+// the first one that completes a handshake, with that endpoint. Endpoints
+// start Stagger apart, in order, or at once when the one before failed;
+// when one wins, the others are cancelled and the session joins them as
+// extra paths once it runs. The caller runs the session with Run and
+// closes it. The session ends with router.ErrResumeRefused if the gateway
+// later forgets it; Dial again then for a full handshake.
+func Dial(ctx context.Context, cfg Config) (*router.Session, invite.Endpoint, error) {
 	if cfg.Static == nil {
 		return nil, invite.Endpoint{}, errors.New("client: no device key")
 	}
-	if cfg.AttemptTimeout == 0 {
-		cfg.AttemptTimeout = 10 * time.Second
-	}
+	cfg.AttemptTimeout = cmpOr(cfg.AttemptTimeout, 10*time.Second)
+	cfg.Stagger = cmpOr(cfg.Stagger, 250*time.Millisecond)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "client")
+	var eps []endpoint
 	var errs []error
-	tried := 0
-	for _, ep := range cfg.Endpoints {
-		if cfg.Only != "" && ep.Transport != cfg.Only {
+	for _, ie := range cfg.Endpoints {
+		if cfg.Only != "" && ie.Transport != cfg.Only {
 			continue
 		}
-		tried++
-		s, err := attempt(ctx, cfg, ep)
-		if err == nil {
-			log.Debug("connected", "transport", ep.Transport)
-			return s, ep, nil
+		t, err := cfg.Transports.New(ie.Transport, transport.Params(ie.Params))
+		if err != nil {
+			errs = append(errs, &AttemptError{Endpoint: ie, Err: err})
+			continue
 		}
-		log.Debug("endpoint failed", "transport", ep.Transport, "err", err)
-		errs = append(errs, &AttemptError{Endpoint: ep, Err: err})
-		if ctx.Err() != nil {
-			break
-		}
+		addr := ie.Addr
+		eps = append(eps, endpoint{inv: ie, ep: router.Endpoint{
+			Transport: ie.Transport,
+			Addr:      addr,
+			Dial:      func(ctx context.Context) (net.Conn, error) { return t.Dial(ctx, addr) },
+		}})
 	}
-	if tried == 0 {
-		if cfg.Only != "" {
+	if len(eps) == 0 {
+		switch {
+		case len(errs) > 0:
+			return nil, invite.Endpoint{}, fmt.Errorf("%w: %w", ErrNoEndpoint, errors.Join(errs...))
+		case cfg.Only != "":
 			return nil, invite.Endpoint{}, fmt.Errorf("%w: the invite has no %q endpoint", ErrNoEndpoint, cfg.Only)
 		}
 		return nil, invite.Endpoint{}, fmt.Errorf("%w: the invite lists none", ErrNoEndpoint)
 	}
-	return nil, invite.Endpoint{}, fmt.Errorf("%w: %w", ErrNoEndpoint, errors.Join(errs...))
+	rcfg := cfg.Router
+	rcfg.Endpoints = nil
+	for _, e := range eps {
+		rcfg.Endpoints = append(rcfg.Endpoints, e.ep)
+	}
+	if rcfg.PadHandshake == nil {
+		rcfg.PadHandshake = cfg.Pad
+	}
+	if rcfg.Logger == nil {
+		rcfg.Logger = cfg.Logger
+	}
+	if err := rcfg.Validate(); err != nil {
+		return nil, invite.Endpoint{}, fmt.Errorf("client: %w", err)
+	}
+	w, err := race(ctx, cfg, log, eps)
+	if err != nil {
+		return nil, invite.Endpoint{}, fmt.Errorf("%w: %w", ErrNoEndpoint, errors.Join(append(errs, err)...))
+	}
+	log.Debug("connected", "transport", w.ep.inv.Transport)
+	s := router.New(router.Client, w.res, w.conn, w.ep.ep, rcfg)
+	w.res.Wipe()
+	return s, w.ep.inv, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// win is a completed handshake.
+type win struct {
+	ep   endpoint
+	conn net.Conn
+	res  *handshake.Result
+}
+
+// race runs the attempts and returns the first handshake that completes;
+// every other attempt is cancelled and waited for, and a handshake that
+// completed too late is closed (the gateway drops a session whose client
+// never sends a record).
+func race(ctx context.Context, cfg Config, log *slog.Logger, eps []endpoint) (*win, error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		w   *win
+		err error
+	}
+	results := make(chan result, len(eps))
+	stagger := time.NewTimer(cfg.Stagger)
+	defer stagger.Stop()
+	var (
+		winner  *win
+		errs    []error
+		next    int
+		pending int
+	)
+	startNext := func() {
+		if winner != nil || next >= len(eps) || actx.Err() != nil {
+			return
+		}
+		e := eps[next]
+		next++
+		pending++
+		stagger.Reset(cfg.Stagger)
+		go func() {
+			w, err := attempt(actx, cfg, e)
+			if err != nil {
+				log.Debug("endpoint failed", "transport", e.inv.Transport, "err", err)
+				err = &AttemptError{Endpoint: e.inv, Err: err}
+			}
+			results <- result{w, err}
+		}()
+	}
+	startNext()
+	for pending > 0 {
+		select {
+		case <-stagger.C:
+			startNext()
+		case r := <-results:
+			pending--
+			switch {
+			case r.err != nil:
+				errs = append(errs, r.err)
+				startNext() // a failure starts the next endpoint at once
+			case winner == nil:
+				winner = r.w
+				cancel()
+			default:
+				r.w.conn.Close()
+				r.w.res.Wipe()
+			}
+		}
+	}
+	if winner != nil {
+		return winner, nil
+	}
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
 }
 
 // AttemptError is why one endpoint could not be used.
@@ -107,14 +231,11 @@ type handshakeError struct{ err error }
 func (e *handshakeError) Error() string { return "handshake: " + e.err.Error() }
 func (e *handshakeError) Unwrap() error { return e.err }
 
-func attempt(ctx context.Context, cfg Config, ep invite.Endpoint) (*session.Session, error) {
-	t, err := cfg.Transports.New(ep.Transport, transport.Params(ep.Params))
-	if err != nil {
-		return nil, err
-	}
+// attempt dials one endpoint and runs the handshake on it.
+func attempt(ctx context.Context, cfg Config, e endpoint) (*win, error) {
 	actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)
 	defer cancel()
-	conn, err := t.Dial(actx, ep.Addr)
+	conn, err := e.ep.Dial(actx)
 	if err != nil {
 		return nil, err
 	}
@@ -127,9 +248,5 @@ func attempt(ctx context.Context, cfg Config, ep invite.Endpoint) (*session.Sess
 		conn.Close()
 		return nil, &handshakeError{err}
 	}
-	keys := session.Keys{Send: res.SendKey, Recv: res.RecvKey}
-	res.Wipe()
-	s := session.New(conn, keys, cfg.Session)
-	keys.Wipe()
-	return s, nil
+	return &win{ep: e, conn: conn, res: res}, nil
 }

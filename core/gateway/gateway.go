@@ -1,7 +1,10 @@
 // Package gateway is the gateway's connection front: it listens on every
-// configured transport, limits and times out handshakes per source, runs the
-// hybrid Noise handshake, and hands each resulting session to a Handler
-// (the messaging backend, in the commucat binary).
+// configured transport, reads the first message of each connection, joins
+// connections that carry a path-join token to their multipath session
+// (core/router), and otherwise limits and times out handshakes per source,
+// runs the hybrid Noise handshake, and hands each resulting session to a
+// Handler (the messaging backend, in the commucat binary) once the client
+// has confirmed it with its first record.
 //
 // A Server is started once with Run and stops when Run's context ends; Run
 // returns only after every listener, connection and session goroutine has
@@ -9,25 +12,30 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/commucat/commucat/core/handshake"
+	"github.com/commucat/commucat/core/router"
 	"github.com/commucat/commucat/core/session"
 	"github.com/commucat/commucat/core/transport"
 )
 
 // Handler serves sessions whose handshake succeeded. peer is the client's
-// static public key, as proven by the handshake. ServeSession returns when
-// it is done with the session or ctx ends; the server then closes the
-// session.
+// static public key, as proven by the handshake. s is a multipath session:
+// paths the client joins later and resumptions after every path died stay
+// within this one call. ServeSession returns when it is done with the
+// session or ctx ends; the server then closes the session.
 type Handler interface {
-	ServeSession(ctx context.Context, peer [32]byte, s *session.Session) error
+	ServeSession(ctx context.Context, peer [32]byte, s *router.Session) error
 }
 
 // Endpoint is one transport and the address to listen on.
@@ -49,8 +57,10 @@ type Config struct {
 	MaxConns         int           // connections served at once; zero: 1024
 	Pad              func(msg, n int) int
 
-	Session session.Config
-	Logger  *slog.Logger // nil: discard
+	// Router configures every session. Its PadHandshake defaults to Pad,
+	// and its Logger to Logger.
+	Router router.Config
+	Logger *slog.Logger // nil: discard
 	// UnsafeLogging puts peer addresses into logs; off by default.
 	UnsafeLogging bool
 }
@@ -63,6 +73,7 @@ type Server struct {
 	replay  *handshake.ReplayCache
 	limiter *handshake.RateLimiter
 	sem     chan struct{}
+	table   router.Table
 
 	mu        sync.Mutex
 	listeners []transport.Listener
@@ -98,6 +109,16 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := cfg.Router.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if cfg.Router.PadHandshake == nil {
+		cfg.Router.PadHandshake = cfg.Pad
+	}
+	if cfg.Router.Logger == nil {
+		cfg.Router.Logger = cfg.Logger
+	}
+	cfg.Router.UnsafeLogging = cfg.Router.UnsafeLogging || cfg.UnsafeLogging
 	return &Server{
 		cfg:     cfg,
 		h:       h,
@@ -188,7 +209,7 @@ func (s *Server) acceptLoop(ctx context.Context, name string, l transport.Listen
 		}
 		wg.Go(func() {
 			defer func() { <-s.sem }()
-			s.serveConn(ctx, log, conn)
+			s.serveConn(ctx, log, name, conn)
 		})
 	}
 }
@@ -211,14 +232,45 @@ func sourceOf(conn net.Conn) string {
 	return a
 }
 
-func (s *Server) serveConn(ctx context.Context, log *slog.Logger, conn net.Conn) {
+// prefixConn replays the first message, already read, before the rest of
+// the connection, so that the handshake reads it again.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, conn net.Conn) {
+	// The first message is either a path join (router.Table) or handshake
+	// message 1; both are framed with a 2-byte length.
+	conn.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+	msg, err := handshake.ReadMessage(conn)
+	stopped := stop()
+	conn.SetReadDeadline(time.Time{})
+	if err != nil || !stopped {
+		log.Info("first message failed", "err", err, s.peerAttr(conn))
+		conn.Close()
+		return
+	}
+	ep := router.Endpoint{Transport: name}
+	if conn.RemoteAddr() != nil {
+		ep.Addr = conn.RemoteAddr().String()
+	}
+	if s.table.Join(conn, ep, msg) {
+		log.Debug("path joined", s.peerAttr(conn))
+		return
+	}
 	if !s.limiter.Allow(sourceOf(conn), time.Now()) {
 		log.Info("handshake refused: rate limit", s.peerAttr(conn))
 		conn.Close()
 		return
 	}
+	first := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(msg)), uint16(len(msg)))
+	first = append(first, msg...)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
-	res, err := handshake.Server(hctx, conn, handshake.ServerConfig{
+	res, err := handshake.Server(hctx, &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(first), conn)}, handshake.ServerConfig{
 		Static:  s.cfg.Static,
 		Replay:  s.replay,
 		MaxSkew: s.cfg.MaxSkew,
@@ -233,21 +285,36 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, conn net.Conn)
 		return
 	}
 	peer := res.PeerStatic
-	keys := session.Keys{Send: res.SendKey, Recv: res.RecvKey}
+	sess := router.New(router.Gateway, res, conn, ep, s.cfg.Router)
 	res.Wipe()
-	sess := session.New(conn, keys, s.cfg.Session)
-	keys.Wipe()
+	s.table.Add(sess)
 
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
+	sctx, stop2 := context.WithCancel(ctx)
+	defer stop2()
 	runErr := make(chan error, 1)
 	go func() { runErr <- sess.Run(sctx) }()
-	herr := s.h.ServeSession(sctx, peer, sess)
+	// Serve the session once the client confirmed it with a record: a
+	// client racing handshakes on several transports closes the losers
+	// without one, and they end here.
+	confirm := time.NewTimer(s.cfg.HandshakeTimeout)
+	var herr error
+	select {
+	case <-sess.Confirmed():
+		confirm.Stop()
+		herr = s.h.ServeSession(sctx, peer, sess)
+	case <-sess.Done():
+		confirm.Stop()
+	case <-confirm.C:
+		herr = errors.New("gateway: the client sent no record after the handshake")
+	case <-sctx.Done():
+		confirm.Stop()
+	}
 	sess.Close()
-	stop()
+	stop2()
 	rerr := <-runErr
 	clean := func(err error) bool {
-		return err == nil || errors.Is(err, session.ErrClosed) || errors.Is(err, session.ErrClosedByPeer) || errors.Is(err, context.Canceled)
+		return err == nil || errors.Is(err, session.ErrClosed) || errors.Is(err, session.ErrClosedByPeer) ||
+			errors.Is(err, context.Canceled) || errors.Is(err, router.ErrResumeExpired)
 	}
 	switch {
 	case ctx.Err() != nil:
@@ -256,7 +323,6 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, conn net.Conn)
 	case !clean(rerr):
 		log.Info("session ended", "err", rerr)
 	default:
-		log.Debug("session closed")
+		log.Debug("session closed", "err", rerr)
 	}
-
 }

@@ -15,12 +15,18 @@ import (
 	"github.com/commucat/commucat/core/gateway"
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
-	"github.com/commucat/commucat/core/session"
+	"github.com/commucat/commucat/core/router"
 	"github.com/commucat/commucat/core/transport"
 	"github.com/commucat/commucat/transports/tcp"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// kcp-go starts package-level workers on first use (TestMixedTransports).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/xtaci/kcp-go/v5.(*TimedSched).run"),
+		goleak.IgnoreAnyFunction("github.com/xtaci/kcp-go/v5.postProcessWorker"),
+	)
+}
 
 // echo answers every Message frame with the same frame and records peers.
 type echo struct {
@@ -28,7 +34,7 @@ type echo struct {
 	peers [][32]byte
 }
 
-func (e *echo) ServeSession(ctx context.Context, peer [32]byte, s *session.Session) error {
+func (e *echo) ServeSession(ctx context.Context, peer [32]byte, s *router.Session) error {
 	e.mu.Lock()
 	e.peers = append(e.peers, peer)
 	e.mu.Unlock()
@@ -85,7 +91,7 @@ func startServer(t *testing.T, rate float64, burst int) *fixture {
 	return f
 }
 
-func dial(t *testing.T, f *fixture, gwKey [32]byte) (*session.Session, *handshake.StaticKey, error) {
+func dial(t *testing.T, f *fixture, gwKey [32]byte) (*router.Session, *handshake.StaticKey, error) {
 	t.Helper()
 	dev, err := handshake.GenerateStatic()
 	if err != nil {
@@ -104,7 +110,7 @@ func dial(t *testing.T, f *fixture, gwKey [32]byte) (*session.Session, *handshak
 	return s, dev, err
 }
 
-func roundTrip(t *testing.T, s *session.Session) {
+func roundTrip(t *testing.T, s *router.Session) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -13,7 +13,7 @@ import (
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
 	"github.com/commucat/commucat/core/padding"
-	"github.com/commucat/commucat/core/session"
+	"github.com/commucat/commucat/core/router"
 	"github.com/commucat/commucat/core/transport"
 	"github.com/commucat/commucat/transports/tcp"
 )
@@ -98,7 +98,7 @@ func TestOpeningLengthsDiffer(t *testing.T) {
 		Static:    gw,
 		Endpoints: []gateway.Endpoint{{Transport: srvRec, Addr: "127.0.0.1:0"}},
 		Pad:       prof.Handshake,
-		Session:   session.Config{Pad: prof.Record},
+		Router:    router.Config{Pad: prof.Record},
 	}, new(echo))
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestOpeningLengthsDiffer(t *testing.T) {
 			Static: dev, Gateway: gw.Public(), Transports: reg,
 			Endpoints: []invite.Endpoint{{Transport: "tcp", Addr: addrs[0].String()}},
 			Pad:       prof.Handshake,
-			Session:   session.Config{Pad: prof.Record},
+			Router:    router.Config{Pad: prof.Record},
 		})
 		dcancel()
 		if err != nil {

@@ -1,0 +1,412 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/commucat/commucat/core/client"
+	"github.com/commucat/commucat/core/frame"
+	"github.com/commucat/commucat/core/gateway"
+	"github.com/commucat/commucat/core/handshake"
+	"github.com/commucat/commucat/core/invite"
+	"github.com/commucat/commucat/core/router"
+	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/transports/kcp"
+	"github.com/commucat/commucat/transports/quic"
+	"github.com/commucat/commucat/transports/tcp"
+)
+
+// tracker is a client transport over TCP that remembers its connections,
+// so a test can kill them, records what each one wrote first, and can
+// refuse dials.
+type tracker struct {
+	transport.Transport
+	mu      sync.Mutex
+	conns   []*trackedConn
+	refuse  atomic.Bool
+	dialled atomic.Int64
+}
+
+type trackedConn struct {
+	net.Conn
+	mu    sync.Mutex
+	first []byte // the first write
+}
+
+func (c *trackedConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	if c.first == nil {
+		c.first = append([]byte{}, b...)
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+func (tr *tracker) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	tr.dialled.Add(1)
+	if tr.refuse.Load() {
+		return nil, transport.ErrRefused
+	}
+	c, err := tr.Transport.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c}
+	tr.mu.Lock()
+	tr.conns = append(tr.conns, tc)
+	tr.mu.Unlock()
+	return tc, nil
+}
+
+func (tr *tracker) killAll() {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, c := range tr.conns {
+		c.Close()
+	}
+	tr.conns = nil
+}
+
+func (tr *tracker) kill(i int) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.conns[i].Close()
+}
+
+// counter is a handler that answers every frame with an echo and counts
+// sessions.
+type counter struct {
+	echo
+	sessions atomic.Int64
+}
+
+func (c *counter) ServeSession(ctx context.Context, peer [32]byte, s *router.Session) error {
+	c.sessions.Add(1)
+	return c.echo.ServeSession(ctx, peer, s)
+}
+
+// multiServer runs a gateway on n TCP endpoints on loopback.
+func multiServer(t *testing.T, n int, rcfg router.Config) (*handshake.StaticKey, []invite.Endpoint, *counter) {
+	t.Helper()
+	gw, err := handshake.GenerateStatic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []gateway.Endpoint
+	for range n {
+		eps = append(eps, gateway.Endpoint{Transport: tcp.New(), Addr: "127.0.0.1:0"})
+	}
+	h := new(counter)
+	srv, err := gateway.New(gateway.Config{Static: gw, Endpoints: eps, Rate: 100, Burst: 100, Router: rcfg}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs, err := srv.Listen(ctx)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		gw.Wipe()
+	})
+	var ieps []invite.Endpoint
+	for _, a := range addrs {
+		ieps = append(ieps, invite.Endpoint{Transport: "tcp", Addr: a.String()})
+	}
+	return gw, ieps, h
+}
+
+// multiDial dials through tr and runs the session until the test ends.
+func multiDial(t *testing.T, gw *handshake.StaticKey, eps []invite.Endpoint, tr *tracker, rcfg router.Config) (*router.Session, chan error) {
+	t.Helper()
+	dev, err := handshake.GenerateStatic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dev.Wipe)
+	reg := new(transport.Registry)
+	reg.Register("tcp", func(transport.Params) (transport.Transport, error) { return tr, nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, _, err := client.Dial(ctx, client.Config{Static: dev, Gateway: gw.Public(), Endpoints: eps, Transports: reg, Router: rcfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := make(chan error, 1)
+	rctx, rcancel := context.WithCancel(context.Background())
+	go func() { run <- s.Run(rctx) }()
+	t.Cleanup(func() {
+		s.Close()
+		rcancel()
+		select {
+		case <-run:
+		case <-time.After(10 * time.Second):
+			t.Error("client Run did not return")
+		}
+	})
+	return s, run
+}
+
+// echoes sends n numbered messages and checks the echoes come back exactly
+// once and in order, while during runs.
+func echoes(t *testing.T, s *router.Session, n int, during func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			p := binary.BigEndian.AppendUint64(nil, uint64(i))
+			if err := s.Send(ctx, frame.Frame{Type: frame.Message, Payload: p}); err != nil {
+				errc <- err
+				return
+			}
+			if i == n/3 && during != nil {
+				during()
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		errc <- nil
+	}()
+	for i := range n {
+		f, err := s.Recv(ctx)
+		if err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		if got := binary.BigEndian.Uint64(f.Payload); got != uint64(i) {
+			t.Fatalf("echo %d: got %d", i, got)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitUntil polls cond in real time; the limit only keeps a broken test
+// from hanging.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: gave up waiting", what)
+		}
+	}
+}
+
+func active(s *router.Session) int {
+	n := 0
+	for _, p := range s.Stats().Paths {
+		if p.State == router.PathActive {
+			n++
+		}
+	}
+	return n
+}
+
+func TestMultipathLoopback(t *testing.T) {
+	gw, eps, h := multiServer(t, 3, router.Config{})
+	tr := &tracker{Transport: tcp.New()}
+	s, _ := multiDial(t, gw, eps, tr, router.Config{})
+	waitUntil(t, "three paths", func() bool { return active(s) == 3 })
+	echoes(t, s, 500, func() { tr.kill(0) })
+	st := s.Stats()
+	if h.sessions.Load() != 1 {
+		t.Errorf("the gateway served %d sessions, want 1", h.sessions.Load())
+	}
+	if st.Joins < 3 {
+		t.Errorf("Joins = %d, want 2 at start and 1 after the kill", st.Joins)
+	}
+	if st.Redundant == 0 {
+		t.Errorf("messages were not sent redundantly: %+v", st)
+	}
+}
+
+func TestResumeLoopback(t *testing.T) {
+	gw, eps, h := multiServer(t, 2, router.Config{})
+	tr := &tracker{Transport: tcp.New()}
+	s, _ := multiDial(t, gw, eps, tr, router.Config{})
+	waitUntil(t, "two paths", func() bool { return active(s) == 2 })
+	echoes(t, s, 300, tr.killAll)
+	if st := s.Stats(); st.Resumes != 1 {
+		t.Errorf("Resumes = %d, want 1", st.Resumes)
+	}
+	if h.sessions.Load() != 1 {
+		t.Errorf("the gateway served %d sessions, want 1 resumed", h.sessions.Load())
+	}
+}
+
+func TestFallbackAfterResumeWindow(t *testing.T) {
+	gw, eps, h := multiServer(t, 1, router.Config{ResumeWindow: 200 * time.Millisecond})
+	tr := &tracker{Transport: tcp.New()}
+	s, run := multiDial(t, gw, eps, tr, router.Config{RedialMin: 10 * time.Millisecond})
+	echoes(t, s, 10, nil)
+	tr.refuse.Store(true)
+	tr.killAll()
+	// The gateway forgets the session 200ms after its path died; let the
+	// client's dials through only after it did.
+	waitUntil(t, "gateway forgets", func() bool { return h.sessions.Load() == 1 && tr.dialled.Load() > 3 })
+	time.Sleep(400 * time.Millisecond)
+	tr.refuse.Store(false)
+	select {
+	case err := <-run:
+		run <- err // for the cleanup
+		if !errors.Is(err, router.ErrResumeRefused) {
+			t.Fatalf("client Run = %v, want ErrResumeRefused", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the client never noticed the gateway forgot the session")
+	}
+	// A full handshake works again.
+	s2, _ := multiDial(t, gw, eps, tr, router.Config{})
+	echoes(t, s2, 10, nil)
+	if n := h.sessions.Load(); n != 2 {
+		t.Errorf("the gateway served %d sessions, want 2", n)
+	}
+}
+
+func TestJoinReplayRefused(t *testing.T) {
+	gw, eps, _ := multiServer(t, 2, router.Config{})
+	tr := &tracker{Transport: tcp.New()}
+	s, _ := multiDial(t, gw, eps, tr, router.Config{})
+	waitUntil(t, "two paths", func() bool { return active(s) == 2 })
+	tr.mu.Lock()
+	join := tr.conns[len(tr.conns)-1].first // the second path's join message
+	tr.mu.Unlock()
+	if len(join) < 2+router.TokenSize || int(binary.BigEndian.Uint16(join))+2 != len(join) {
+		t.Fatalf("recorded %d bytes, not a framed join message", len(join))
+	}
+	c, err := net.Dial("tcp", eps[1].Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(join); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := c.Read(make([]byte, 64))
+	if n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("replayed join: read %d bytes, %v; want the gateway to close without a word", n, err)
+	}
+	echoes(t, s, 10, nil) // the session is unharmed
+}
+
+func TestUnconfirmedSessionNotServed(t *testing.T) {
+	gw, eps, h := multiServer(t, 1, router.Config{})
+	dev, _ := handshake.GenerateStatic()
+	defer dev.Wipe()
+	c, err := net.Dial("tcp", eps[0].Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := handshake.Client(ctx, c, handshake.ClientConfig{Static: dev, ServerPublic: gw.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Wipe()
+	c.Close() // a handshake that lost the client's race
+	// A real session afterwards is served; the lost one never was.
+	tr := &tracker{Transport: tcp.New()}
+	s, _ := multiDial(t, gw, eps, tr, router.Config{})
+	echoes(t, s, 5, nil)
+	if n := h.sessions.Load(); n != 1 {
+		t.Errorf("the gateway served %d sessions, want only the confirmed one", n)
+	}
+}
+
+// TestMixedTransports runs one session over TCP, QUIC and KCP at once and
+// kills the first path mid-transfer.
+func TestMixedTransports(t *testing.T) {
+	gw, err := handshake.GenerateStatic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Wipe()
+	kinds := []struct {
+		name   string
+		server transport.ServerFactory
+		client transport.Factory
+	}{
+		{"tcp", tcp.ServerFactory, tcp.Factory},
+		{"quic", quic.ServerFactory, quic.Factory},
+		{"kcp", kcp.ServerFactory, kcp.Factory},
+	}
+	var geps []gateway.Endpoint
+	var pubs []transport.Params
+	for _, k := range kinds {
+		tr, pub, err := k.server(transport.Params{}, t.TempDir())
+		if err != nil {
+			t.Fatalf("%s server: %v", k.name, err)
+		}
+		geps = append(geps, gateway.Endpoint{Transport: tr, Addr: "127.0.0.1:0"})
+		pubs = append(pubs, pub)
+	}
+	h := new(counter)
+	srv, err := gateway.New(gateway.Config{Static: gw, Endpoints: geps, Rate: 100, Burst: 100}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs, err := srv.Listen(ctx)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	reg := new(transport.Registry)
+	trackers := map[string]*tracker{}
+	var eps []invite.Endpoint
+	for i, k := range kinds {
+		reg.Register(k.name, func(p transport.Params) (transport.Transport, error) {
+			tr, err := k.client(p)
+			if err != nil {
+				return nil, err
+			}
+			trackers[k.name] = &tracker{Transport: tr}
+			return trackers[k.name], nil
+		})
+		eps = append(eps, invite.Endpoint{Transport: k.name, Addr: addrs[i].String(), Params: map[string]string(pubs[i])})
+	}
+	dev, _ := handshake.GenerateStatic()
+	defer dev.Wipe()
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	s, ep, err := client.Dial(dctx, client.Config{Static: dev, Gateway: gw.Public(), Endpoints: eps, Transports: reg})
+	dcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(context.Background())
+	run := make(chan error, 1)
+	go func() { run <- s.Run(rctx) }()
+	defer func() { s.Close(); rcancel(); <-run }()
+	waitUntil(t, "three paths", func() bool { return active(s) == 3 })
+	echoes(t, s, 300, func() { trackers[ep.Transport].kill(0) })
+	names := map[string]bool{}
+	for _, p := range s.Stats().Paths {
+		if p.State == router.PathActive {
+			names[p.Transport] = true
+		}
+	}
+	if len(names) != 3 {
+		t.Errorf("active paths over %v, want tcp, quic and kcp", names)
+	}
+}

@@ -124,6 +124,21 @@ func ping(t *testing.T, c net.Conn, seq uint32, wait time.Duration) (time.Durati
 	}
 }
 
+// pingRetry pings up to three times over clean links, where nothing
+// should be lost: it logs a retry loudly, with the router's counters, and
+// fails after the third loss.
+func pingRetry(t *testing.T, n *Net, c net.Conn, seq uint32) time.Duration {
+	t.Helper()
+	for try := range 3 {
+		if rtt, ok := ping(t, c, seq, 2*time.Second); ok {
+			return rtt
+		}
+		t.Logf("LOST PING %d (try %d) over a clean link; router stats %+v", seq, try+1, n.Stats())
+	}
+	t.Fatalf("ping %d unanswered three times", seq)
+	return 0
+}
+
 // tcpEcho serves TCP echo on host until the test ends.
 func tcpEcho(t *testing.T, n *Net, host, network string, ap netip.AddrPort) {
 	t.Helper()
@@ -168,9 +183,7 @@ func TestUDPAndTCP(t *testing.T) {
 			}
 			defer c.Close()
 			for i := range 10 {
-				if _, ok := ping(t, c, uint32(i), 5*time.Second); !ok {
-					t.Fatalf("ping %d unanswered", i)
-				}
+				pingRetry(t, n, c, uint32(i))
 			}
 			if got := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr(); got != fam.cli {
 				t.Errorf("client address %s, want %s", got, fam.cli)
@@ -233,10 +246,7 @@ func TestDelay(t *testing.T) {
 	}
 	defer c.Close()
 	for i := range 5 {
-		rtt, ok := ping(t, c, uint32(i), 5*time.Second)
-		if !ok {
-			t.Fatalf("ping %d unanswered", i)
-		}
+		rtt := pingRetry(t, n, c, uint32(i))
 		if rtt < cUp+sUp {
 			t.Errorf("ping %d: rtt %s below the configured %s", i, rtt, cUp+sUp)
 		}

@@ -19,8 +19,17 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/commucat
+build: plugins ## build bin/commucat and the plugins
 	$(GO) build -trimpath -o $(BIN)/commucat ./cmd/commucat
+
+.PHONY: plugins
+plugins: ## build the transport plugins into bin/plugins/
+	$(GO) build -trimpath -o $(BIN)/plugins/ ./cmd/commucat-transport-...
+
+.PHONY: proto
+proto: ## regenerate plugins/proto (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
+	cd plugins/proto && protoc --go_out=. --go_opt=paths=source_relative \
+	  --go-grpc_out=. --go-grpc_opt=paths=source_relative transport.proto
 
 .PHONY: run
 run: build ## build and run the gateway on its embedded defaults

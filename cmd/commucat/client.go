@@ -20,12 +20,12 @@ import (
 	"github.com/commucat/commucat/backends/store"
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
-	"github.com/commucat/commucat/core/session"
+	"github.com/commucat/commucat/core/router"
 	"github.com/spf13/cobra"
 )
 
 // messagingSession runs a messaging client on a session until fn returns.
-func messagingSession(ctx context.Context, s *session.Session, fn func(ctx context.Context, c *messaging.Client) error) error {
+func messagingSession(ctx context.Context, s *router.Session, fn func(ctx context.Context, c *messaging.Client) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := messaging.NewClient(s, messaging.ClientConfig{}, nil)

@@ -15,7 +15,7 @@ import (
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
 	"github.com/commucat/commucat/core/padding"
-	"github.com/commucat/commucat/core/session"
+	"github.com/commucat/commucat/core/router"
 	"github.com/spf13/cobra"
 )
 
@@ -42,16 +42,32 @@ func (c *clientState) wipe() { c.key.Wipe() }
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
 	state, transport, logLevel, hello string
+	pt                                []string
+	pts                               *ptClients
 	timeout                           time.Duration
 }
 
 func (f *clientFlags) add(cmd *cobra.Command) {
+	if run := cmd.RunE; run != nil {
+		cmd.RunE = func(c *cobra.Command, args []string) error {
+			defer f.close()
+			return run(c, args)
+		}
+	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.state, "state", "", "the device's state directory (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/client)")
 	fl.StringVar(&f.transport, "transport", "", "use only this transport (default: the first that works, in the invite's order)")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up connecting after this long")
+	fl.StringSliceVar(&f.pt, "pt", nil, "Tor pluggable-transport binary for a \"pt\" endpoint, as METHOD=BINARY (repeatable)")
 	fl.StringVar(&f.hello, "fingerprint", "", "TLS ClientHello for reality and websocket: a preset (chrome, firefox, ...) or a file saved by `commucat fingerprint capture`")
+}
+
+// close stops what the flags started (Tor PT processes).
+func (f *clientFlags) close() {
+	if f.pts != nil {
+		f.pts.Close()
+	}
 }
 
 func (f *clientFlags) logger(cmd *cobra.Command) (*slog.Logger, error) {
@@ -108,10 +124,17 @@ func loadClient(dirFlag string) (*clientState, error) {
 
 // connect opens a session to the gateway: gw is its key, pad its padding
 // profile seed (may be empty), eps its endpoints.
-func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad string, eps []invite.Endpoint, f *clientFlags, log *slog.Logger) (*session.Session, invite.Endpoint, error) {
+func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad string, eps []invite.Endpoint, f *clientFlags, log *slog.Logger) (*router.Session, invite.Endpoint, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	reg, err := newClientRegistry(f.hello)
+	if f.pts == nil {
+		pts, err := newPTClients(f.pt)
+		if err != nil {
+			return nil, invite.Endpoint{}, err
+		}
+		f.pts = pts
+	}
+	reg, err := newClientRegistry(f.hello, f.pts)
 	if err != nil {
 		return nil, invite.Endpoint{}, err
 	}
@@ -121,7 +144,7 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad str
 		Endpoints:  eps,
 		Transports: reg,
 		Only:       f.transport,
-		Session:    session.Config{Logger: log},
+		Router:     router.Config{Logger: log},
 		Logger:     log,
 	}
 	if pad != "" {
@@ -129,7 +152,7 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad str
 		if err != nil {
 			return nil, invite.Endpoint{}, fmt.Errorf("gateway padding profile: %w", err)
 		}
-		cfg.Pad, cfg.Session.Pad = p.Handshake, p.Record
+		cfg.Pad, cfg.Router.Pad = p.Handshake, p.Record
 	}
 	s, ep, err := client.Dial(ctx, cfg)
 	if err != nil {

@@ -59,10 +59,15 @@ func freePort(t *testing.T) int {
 type e2eTransport struct {
 	name   string
 	params map[string]string
+	client []string // extra client flags
 }
 
+// obfs4proxy is the path of an unmodified obfs4proxy built by the test, for
+// the Tor PT endpoint.
+var obfs4proxy string
+
 // e2eTransports are the built-in transports, each served by the gateway on
-// its own port.
+// its own port, and an unmodified Tor PT (obfs4proxy) as a managed proxy.
 func e2eTransports() []e2eTransport {
 	return []e2eTransport{
 		{name: "tcp"},
@@ -71,6 +76,7 @@ func e2eTransports() []e2eTransport {
 		{name: "websocket"},
 		{name: "obfs4"},
 		{name: "reality"}, // cover: the gateway's own decoy site
+		{name: "pt", params: map[string]string{"binary": obfs4proxy, "method": "obfs4"}, client: []string{"--pt", "obfs4=" + obfs4proxy}},
 	}
 }
 
@@ -253,6 +259,10 @@ func TestEndToEnd(t *testing.T) {
 		t.Skip("builds and runs the binary; skipped with -short")
 	}
 	bin := buildBinary(t)
+	obfs4proxy = filepath.Join(filepath.Dir(bin), "obfs4proxy")
+	if out, err := exec.Command("go", "build", "-o", obfs4proxy, "gitlab.com/yawning/obfs4.git/obfs4proxy").CombinedOutput(); err != nil {
+		t.Fatalf("build obfs4proxy: %v\n%s", err, out)
+	}
 	tmp := t.TempDir()
 	gwDir, aliceDir, bobDir := filepath.Join(tmp, "gw"), filepath.Join(tmp, "alice"), filepath.Join(tmp, "bob")
 	o := new(outputs)
@@ -312,9 +322,9 @@ func TestEndToEnd(t *testing.T) {
 
 	for _, tr := range e2eTransports() {
 		t.Run("over "+tr.name, func(t *testing.T) {
-			l := start(t, o, bin, "listen-"+tr.name, "listen", "--state", bobDir, "--json", "--count", "1", "--log-level", "info", "--transport", tr.name)
+			l := start(t, o, bin, "listen-"+tr.name, append([]string{"listen", "--state", bobDir, "--json", "--count", "1", "--log-level", "info", "--transport", tr.name}, tr.client...)...)
 			l.waitFor(t, "listening", 30*time.Second)
-			mustRun(t, o, bin, "send-"+tr.name, "send", "--state", aliceDir, "--to", "bob", "--transport", tr.name, "hello over "+tr.name)
+			mustRun(t, o, bin, "send-"+tr.name, append([]string{"send", "--state", aliceDir, "--to", "bob", "--transport", tr.name}, append(tr.client, "hello over "+tr.name)...)...)
 			if err := l.wait(t, 30*time.Second); err != nil {
 				t.Fatalf("listen: %v\n%s", err, l.stderr.String())
 			}
@@ -386,12 +396,31 @@ func TestEndToEnd(t *testing.T) {
 		// Transport private keys (TLS keys in PEM, shared keys): every long
 		// base64 line of their files.
 		filepath.WalkDir(filepath.Join(gwDir, "transports"), func(path string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".key") {
+			if err != nil || d.IsDir() {
 				return nil
 			}
 			b, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if strings.HasSuffix(path, "state.json") { // obfs4's private key and seed
+				var st map[string]any
+				if err := json.Unmarshal(b, &st); err != nil {
+					t.Fatalf("%s: %v", path, err)
+				}
+				for _, k := range []string{"private-key", "drbg-seed"} {
+					if v, ok := st[k].(string); ok && len(v) >= 32 {
+						secrets[path+" "+k] = v
+					}
+				}
+				return nil
+			}
+			if strings.HasSuffix(path, "secret-path") {
+				secrets[path] = strings.TrimSpace(string(b))
+				return nil
+			}
+			if !strings.HasSuffix(path, ".key") {
+				return nil
 			}
 			for i, line := range strings.Split(string(b), "\n") {
 				if line = strings.TrimSpace(line); len(line) >= 32 && !strings.HasPrefix(line, "-----") {

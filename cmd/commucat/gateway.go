@@ -22,7 +22,7 @@ import (
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
 	"github.com/commucat/commucat/core/padding"
-	"github.com/commucat/commucat/core/session"
+	"github.com/commucat/commucat/core/router"
 	"github.com/commucat/commucat/core/transport"
 	"github.com/spf13/cobra"
 )
@@ -201,7 +201,7 @@ func (is issuer) Issue(user string, deviceID [16]byte, deviceKey [32]byte) ([]by
 // sessionHandler adapts the messaging service to the gateway's Handler.
 type sessionHandler struct{ svc *messaging.Service }
 
-func (h sessionHandler) ServeSession(ctx context.Context, peer [32]byte, s *session.Session) error {
+func (h sessionHandler) ServeSession(ctx context.Context, peer [32]byte, s *router.Session) error {
 	p, err := h.svc.Authenticate(ctx, peer)
 	if errors.Is(err, messaging.ErrUnknownDevice) {
 		// A device that is not registered yet may only register.
@@ -257,9 +257,9 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 		Burst:            cfg.Handshake.Burst,
 		MaxConns:         cfg.Handshake.MaxConns,
 		Pad:              keys.padding.Handshake,
-		Session: session.Config{
+		Router: router.Config{
 			KeepAlive:   cfg.Session.KeepAlive.D(),
-			IdleTimeout: cfg.Session.IdleTimeout.D(),
+			PathTimeout: cfg.Session.IdleTimeout.D(),
 			Logger:      log,
 			Pad:         keys.padding.Record,
 		},
@@ -305,7 +305,6 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	wg.Go(func() { svcErr = svc.Run(ctx) })
 	err = srv.Run(ctx)
 	wg.Wait()
-	os.Remove(filepath.Join(dir, endpointsFile))
 	log.Info("gateway stopped")
 	if err != nil {
 		return err
@@ -316,8 +315,10 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	return nil
 }
 
-// writeEndpoints records the addresses the running gateway bound, so that
-// `commucat invite` can put them into invites.
+// writeEndpoints records the endpoints the gateway serves (addresses and the
+// transports' public parameters, which stay the same across restarts), so
+// that `commucat invite` can put them into invites, also while the gateway
+// is stopped.
 func writeEndpoints(dir string, eps []invite.Endpoint) error {
 	b, err := json.MarshalIndent(eps, "", "  ")
 	if err != nil {

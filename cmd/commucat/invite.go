@@ -42,16 +42,9 @@ contains a secret: hand it over privately.`,
 			defer keys.wipe()
 			eps, err := readEndpoints(dir)
 			if errors.Is(err, fs.ErrNotExist) {
-				// The gateway is not running: use the configured addresses.
-				eps = nil
-				for _, l := range cfg.Listen {
-					addr := l.Public
-					if addr == "" {
-						addr = l.Address
-					}
-					eps = append(eps, invite.Endpoint{Transport: l.Transport, Addr: addr})
-				}
-			} else if err != nil {
+				return fmt.Errorf("%s has no endpoints yet: start the gateway once (commucat gateway --state %s), so that its transports publish their keys and addresses", dir, dir)
+			}
+			if err != nil {
 				return err
 			}
 			st, err := openGatewayStore(dir)

@@ -40,22 +40,26 @@ var builtin = []struct {
 	{reality.Name, reality.Factory, reality.ServerFactory},
 }
 
-// newRegistry returns the built-in transports, client and gateway sides.
+// newRegistry returns the built-in transports, client and gateway sides,
+// and the gateway side of Tor PT managed proxies.
 func newRegistry() *transport.Registry {
 	r := new(transport.Registry)
 	for _, t := range builtin {
 		r.Register(t.name, t.client)
 		r.RegisterServer(t.name, t.server)
 	}
+	r.RegisterServer(ptName, ptServerFactory)
 	return r
 }
 
 // newClientRegistry returns the client sides; hello, if not empty, is a
 // preset name or a captured ClientHello file that the TLS-camouflage
 // transports (reality, websocket) send instead of the invite's preset.
-func newClientRegistry(hello string) (*transport.Registry, error) {
+func newClientRegistry(hello string, pts *ptClients) (*transport.Registry, error) {
 	if hello == "" {
-		return newRegistry(), nil
+		r := newRegistry()
+		r.Register(ptName, pts.Factory)
+		return r, nil
 	}
 	spec := hello
 	if _, err := os.Stat(hello); err == nil {
@@ -87,6 +91,7 @@ func newClientRegistry(hello string) (*transport.Registry, error) {
 			r.Register(t.name, t.client)
 		}
 	}
+	r.Register(ptName, pts.Factory)
 	return r, nil
 }
 

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/plugins/pt"
+)
+
+// ptName is the transport name under which the gateway and clients run Tor
+// pluggable-transport v1 managed proxies (obfs4proxy/lyrebird, snowflake,
+// webtunnel, ...). The endpoint's "method" parameter names the PT method;
+// on the gateway, "binary" names the executable and every other parameter
+// is passed to the PT as a server option.
+const ptName = "pt"
+
+// ptServerFactory builds the gateway side of a PT endpoint.
+func ptServerFactory(p transport.Params, dir string) (transport.Transport, transport.Params, error) {
+	binary, method := p["binary"], p["method"]
+	if binary == "" || method == "" {
+		return nil, nil, fmt.Errorf("pt: parameters binary and method are required: %w", transport.ErrBadParams)
+	}
+	opts := maps.Clone(p)
+	delete(opts, "binary")
+	delete(opts, "method")
+	t, pub, err := pt.ServerFactory(binary, method)(opts, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	pub = maps.Clone(pub)
+	if pub == nil {
+		pub = transport.Params{}
+	}
+	pub["method"] = method
+	return t, pub, nil
+}
+
+// ptClients runs one PT process per method and parameters for the life of a
+// client command, whatever the number of dials; Close stops them.
+type ptClients struct {
+	binaries map[string]string // method -> binary, from --pt
+	mu       sync.Mutex
+	running  map[string]*pt.Client
+}
+
+func newPTClients(flags []string) (*ptClients, error) {
+	c := &ptClients{binaries: map[string]string{}, running: map[string]*pt.Client{}}
+	for _, f := range flags {
+		method, bin, ok := strings.Cut(f, "=")
+		if !ok || method == "" || bin == "" {
+			return nil, fmt.Errorf("--pt %q: want METHOD=BINARY, such as obfs4=/usr/bin/lyrebird", f)
+		}
+		c.binaries[method] = bin
+	}
+	return c, nil
+}
+
+// binary finds the PT executable for method: --pt, else for obfs4 the usual
+// names on PATH.
+func (c *ptClients) binary(method string) (string, error) {
+	if b, ok := c.binaries[method]; ok {
+		return b, nil
+	}
+	if method == "obfs4" {
+		for _, name := range []string{"lyrebird", "obfs4proxy"} {
+			if p, err := exec.LookPath(name); err == nil {
+				return p, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("pt: no binary for method %q: pass --pt %s=/path/to/binary: %w", method, method, transport.ErrBadParams)
+}
+
+// Factory is the client-side transport factory for "pt" endpoints.
+func (c *ptClients) Factory(p transport.Params) (transport.Transport, error) {
+	method := p["method"]
+	if method == "" {
+		return nil, fmt.Errorf("pt: parameter method is required: %w", transport.ErrBadParams)
+	}
+	bin, err := c.binary(method)
+	if err != nil {
+		return nil, err
+	}
+	args := maps.Clone(p)
+	delete(args, "method")
+	keys := slices.Sorted(maps.Keys(p))
+	var id strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&id, "%s=%s;", k, p[k])
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.running[id.String()]; ok {
+		return cl, nil
+	}
+	cl, err := pt.NewClient(pt.Config{Binary: bin, Method: method}, args)
+	if err != nil {
+		return nil, err
+	}
+	c.running[id.String()] = cl
+	return cl, nil
+}
+
+// Close stops every PT process started.
+func (c *ptClients) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, cl := range c.running {
+		cl.Close()
+		delete(c.running, k)
+	}
+}

@@ -322,6 +322,26 @@ func (h *Host) Discover() ([]Info, error) {
 	return infos, err
 }
 
+// Scan lists the plugin binaries in the folders with their hashes and
+// pin state, without starting them, sorted by name. A binary shadowed by
+// an earlier one of the same name is listed with an Err saying so.
+func (h *Host) Scan() ([]Info, error) {
+	found, err := scan(h.cfg.Dirs)
+	seen := make(map[string]string)
+	for i, f := range found {
+		if first, ok := seen[f.Name]; ok {
+			found[i].Err = fmt.Errorf("plugins: shadowed by %s", first)
+			continue
+		}
+		seen[f.Name] = f.Path
+		if f.Err == nil {
+			found[i].Pinned, found[i].Err = h.checkPin(f)
+		}
+	}
+	sort.SliceStable(found, func(i, j int) bool { return found[i].Name < found[j].Name })
+	return found, err
+}
+
 // checkPin reports whether f matches its pin, and the error that refuses
 // it, if any.
 func (h *Host) checkPin(f Info) (bool, error) {

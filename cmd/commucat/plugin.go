@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/commucat/commucat/plugins"
+)
+
+// pluginsFile in a state directory holds the plugin settings: folders,
+// pins and require_pinned. `commucat plugin pin` writes it.
+const pluginsFile = "plugins.yaml"
+
+// pluginSettings is the content of pluginsFile.
+type pluginSettings struct {
+	// Dirs are the plugin folders; if empty, plugins/ in the state
+	// directory and plugins/ beside the commucat binary.
+	Dirs []string `yaml:"dirs,omitempty"`
+	// RequirePinned refuses plugins without a pin.
+	RequirePinned bool `yaml:"require_pinned,omitempty"`
+	// Pins maps plugin names to the hex SHA-256 of their binaries.
+	Pins map[string]string `yaml:"pins,omitempty"`
+}
+
+// loadPluginSettings reads pluginsFile in dir; a missing file is empty
+// settings. Unknown fields are errors.
+func loadPluginSettings(dir string) (pluginSettings, error) {
+	var s pluginSettings
+	path := filepath.Join(dir, pluginsFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
+		return s, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// savePluginSettings writes pluginsFile in dir (mode 0600), atomically.
+func savePluginSettings(dir string, s pluginSettings) error {
+	b, err := yaml.Marshal(s)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, pluginsFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// pluginHostConfig is the plugin host's configuration for a state
+// directory.
+func pluginHostConfig(dir string) (plugins.HostConfig, error) {
+	s, err := loadPluginSettings(dir)
+	if err != nil {
+		return plugins.HostConfig{}, err
+	}
+	cfg := plugins.HostConfig{StateDir: dir, RequirePinned: s.RequirePinned, Pins: s.Pins}
+	if len(s.Dirs) > 0 {
+		cfg.Dirs = s.Dirs
+	}
+	return cfg, nil
+}
+
+// newPluginHost returns a plugin host for the state directory dir, its
+// plugins discovered and started; the caller registers them
+// (Host.Register) and closes the host.
+func newPluginHost(dir string, log *slog.Logger) (*plugins.Host, []plugins.Info, error) {
+	cfg, err := pluginHostConfig(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := plugins.NewHost(cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	infos, err := h.Discover()
+	if err != nil {
+		log.Warn("plugin discovery", "error", err)
+	}
+	return h, infos, nil
+}
+
+func newPluginCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:          "plugin",
+		Short:        "List and pin transport plugins",
+		SilenceUsage: true,
+		Long: `Transport plugins are binaries named commucat-transport-<name> in the
+plugin folders: plugins/ in the state directory, then plugins/ beside the
+commucat binary (or the folders listed under dirs: in plugins.yaml in the
+state directory). Pins and require_pinned live in the same file.`,
+	}
+	cmd.AddCommand(newPluginListCmd(), newPluginPinCmd())
+	return cmd
+}
+
+func newPluginListCmd() *cobra.Command {
+	var state string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the plugins found, with version, capabilities, path, hash and pin",
+		Long: `List every plugin binary found. Each allowed plugin is started to ask
+for its name, version and capabilities, then stopped.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := stateDir(state, "gateway")
+			if err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+			h, infos, err := newPluginHost(dir, log)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			if len(infos) == 0 {
+				cfg, _ := pluginHostConfig(dir)
+				fmt.Fprintf(cmd.OutOrStdout(), "no plugins found in %v\n", pluginDirs(cfg))
+				return nil
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tVERSION\tCAPABILITIES\tPINNED\tSHA256\tPATH\tSTATUS")
+			for _, in := range infos {
+				status := "ok"
+				if in.Err != nil {
+					status = "refused: " + in.Err.Error()
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, orDash(in.Version), orDash(in.Capabilities.String()),
+					yesNo(in.Pinned), orDash(in.SHA256), in.Path, status)
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			return h.Close()
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", "", "state directory (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/gateway)")
+	return cmd
+}
+
+func newPluginPinCmd() *cobra.Command {
+	var state string
+	cmd := &cobra.Command{
+		Use:   "pin NAME",
+		Short: "Pin a plugin binary's SHA-256 in plugins.yaml in the state directory",
+		Long: `Pin the SHA-256 of the plugin binary NAME as it is now. A pinned plugin
+whose binary changes is refused until it is pinned again; with
+require_pinned: true in plugins.yaml, unpinned plugins are refused.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			dir, err := stateDir(state, "gateway")
+			if err != nil {
+				return err
+			}
+			cfg, err := pluginHostConfig(dir)
+			if err != nil {
+				return err
+			}
+			h, err := plugins.NewHost(cfg, nil)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			infos, err := h.Scan()
+			if err != nil {
+				return err
+			}
+			var found *plugins.Info
+			for i := range infos { // the first of a name is the one used
+				if infos[i].Name == name {
+					found = &infos[i]
+					break
+				}
+			}
+			if found != nil && found.SHA256 == "" {
+				return found.Err
+			}
+			if found == nil {
+				return fmt.Errorf("no plugin %q in %v", name, pluginDirs(cfg))
+			}
+			s, err := loadPluginSettings(dir)
+			if err != nil {
+				return err
+			}
+			if s.Pins == nil {
+				s.Pins = make(map[string]string)
+			}
+			s.Pins[name] = found.SHA256
+			if err := savePluginSettings(dir, s); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pinned %s %s (%s) in %s\n", name, found.SHA256, found.Path, filepath.Join(dir, pluginsFile))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", "", "state directory (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/gateway)")
+	return cmd
+}
+
+// pluginDirs lists the folders a host configuration searches.
+func pluginDirs(cfg plugins.HostConfig) []string {
+	if cfg.Dirs != nil {
+		return cfg.Dirs
+	}
+	return plugins.DefaultDirs(cfg.StateDir)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

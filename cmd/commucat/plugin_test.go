@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// runPluginCmd runs `commucat plugin args...` and returns its output.
+func runPluginCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newPluginCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func TestPluginListAndPin(t *testing.T) {
+	state := t.TempDir()
+	if err := os.Chmod(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(state, "plugins")
+	bin := filepath.Join(dir, "commucat-transport-tcp")
+	build := exec.Command("go", "build", "-o", bin, "github.com/commucat/commucat/cmd/commucat-transport-tcp")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	// Only the state directory's folder, not bin/plugins beside the test.
+	if err := savePluginSettings(state, pluginSettings{Dirs: []string{dir}}); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := runPluginCmd(t, "list", "--state", state)
+	if err != nil {
+		t.Fatalf("plugin list: %v\n%s", err, out)
+	}
+	for _, want := range []string{"NAME", "tcp", "dev", "stream,client,server", bin, " ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plugin list lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, err = runPluginCmd(t, "pin", "tcp", "--state", state)
+	if err != nil {
+		t.Fatalf("plugin pin: %v\n%s", err, out)
+	}
+	s, err := loadPluginSettings(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := strings.Fields(out)[2]
+	if diff := cmp.Diff(pluginSettings{Dirs: []string{dir}, Pins: map[string]string{"tcp": sum}}, s); diff != "" {
+		t.Errorf("plugins.yaml after pin (-want +got):\n%s", diff)
+	}
+	if fi, err := os.Stat(filepath.Join(state, pluginsFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("plugins.yaml: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	}
+
+	// Pinned, and required: listed as pinned and usable.
+	s.RequirePinned = true
+	if err := savePluginSettings(state, s); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runPluginCmd(t, "list", "--state", state)
+	if err != nil || !strings.Contains(out, " yes ") || !strings.Contains(out, " ok") {
+		t.Errorf("plugin list after pin: %v\n%s", err, out)
+	}
+
+	// A changed binary no longer matches its pin and is refused.
+	s.Pins["tcp"] = strings.Repeat("0", 64)
+	if err := savePluginSettings(state, s); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runPluginCmd(t, "list", "--state", state)
+	if err != nil || !strings.Contains(out, "refused: plugins: binary does not match its pin") {
+		t.Errorf("plugin list with a wrong pin: %v\n%s", err, out)
+	}
+
+	if out, err := runPluginCmd(t, "pin", "nosuch", "--state", state); err == nil {
+		t.Errorf("plugin pin nosuch succeeded:\n%s", out)
+	}
+}
+
+func TestPluginSettingsStrict(t *testing.T) {
+	state := t.TempDir()
+	if err := os.WriteFile(filepath.Join(state, pluginsFile), []byte("pinz: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadPluginSettings(state); err == nil || !strings.Contains(err.Error(), "pinz") {
+		t.Errorf("unknown field: %v; want an error naming it", err)
+	}
+}

@@ -30,7 +30,14 @@ type Gateway struct {
 	Registration Registration `yaml:"registration"`
 	Handshake    Handshake    `yaml:"handshake"`
 	Session      Session      `yaml:"session"`
+	Ops          Ops          `yaml:"ops"`
 	Log          Log          `yaml:"log"`
+}
+
+// Ops configures the operations endpoint (/livez, /readyz, /metrics).
+type Ops struct {
+	// Listen is its address; empty turns it off. Keep it private.
+	Listen string `yaml:"listen"`
 }
 
 // Listen is one endpoint the gateway serves.
@@ -182,6 +189,7 @@ func reflectFields() schema {
 		"registration": {"code_ttl": durationLeaf},
 		"handshake":    {"timeout": durationLeaf, "max_skew": durationLeaf, "rate": floatLeaf, "burst": intLeaf, "max_conns": intLeaf},
 		"session":      {"keepalive": durationLeaf, "idle_timeout": durationLeaf},
+		"ops":          {"listen": stringLeaf},
 		"log":          {"level": stringLeaf, "format": stringLeaf},
 	}
 }
@@ -312,6 +320,11 @@ func (c *Gateway) Validate() error {
 	}
 	if c.Handshake.Rate <= 0 {
 		return &FieldError{Field: "handshake.rate", Err: errors.New("must be positive")}
+	}
+	if c.Ops.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Ops.Listen); err != nil {
+			return &FieldError{Field: "ops.listen", Err: fmt.Errorf("want host:port or empty, got %q", c.Ops.Listen)}
+		}
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":

@@ -508,3 +508,15 @@ func (s *SQLite) PurgeSeen(ctx context.Context, before time.Time) (int, error) {
 	}
 	return int(n), nil
 }
+
+// Ping checks that the database answers, for readiness probes.
+func (s *SQLite) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	var one int
+	if err := s.db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	return nil
+}

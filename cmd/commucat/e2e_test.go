@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,6 +97,7 @@ func gatewayConfig(t *testing.T, dir string) string {
 			}
 		}
 	}
+	fmt.Fprintf(&b, "ops:\n  listen: 127.0.0.1:%d\n", freePort(t))
 	b.WriteString("log:\n  level: debug\n  format: json\n")
 	path := filepath.Join(dir, "gateway.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
@@ -360,6 +363,31 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if out := strings.TrimSpace(l.stdout.String()); out != "" {
 			t.Fatalf("messages shown again: %s", out)
+		}
+	})
+
+	t.Run("ops endpoint", func(t *testing.T) {
+		i := strings.Index(gw.stdout.String(), "ops:       http://")
+		if i < 0 {
+			t.Fatalf("gateway printed no ops address:\n%s", gw.stdout.String())
+		}
+		base := strings.Fields(gw.stdout.String()[i+len("ops:       "):])[0]
+		base = strings.TrimSuffix(base, "/metrics")
+		for path, want := range map[string]string{
+			"/livez":   "ok",
+			"/readyz":  "ok",
+			"/metrics": "commucat_gateway_handshakes_total{result=\"ok\"}",
+			"/nope":    `"status":404`,
+		} {
+			resp, err := http.Get(base + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), want) {
+				t.Errorf("GET %s: %d %q, want it to contain %q", path, resp.StatusCode, body, want)
+			}
 		}
 	})
 

@@ -21,6 +21,7 @@ import (
 	"github.com/commucat/commucat/core/gateway"
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
+	"github.com/commucat/commucat/core/ops"
 	"github.com/commucat/commucat/core/padding"
 	"github.com/commucat/commucat/core/router"
 	"github.com/commucat/commucat/core/transport"
@@ -297,10 +298,18 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	for i, a := range addrs {
 		fmt.Fprintf(out, "listening: %s %s\n", cfg.Listen[i].Transport, a)
 	}
+	var wg sync.WaitGroup
+	if cfg.Ops.Listen != "" {
+		o, err := ops.New(ops.Config{Addr: cfg.Ops.Listen, Ready: st.Ping, Stats: srv.Stats, Logger: log})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "ops:       http://%s/metrics (/livez, /readyz)\n", o.Addr())
+		wg.Go(func() { o.Run(ctx) })
+	}
 	fmt.Fprintf(out, "make an invite with: commucat invite --state %s\n", dir)
 	log.Info("gateway started", "endpoints", len(addrs))
 
-	var wg sync.WaitGroup
 	var svcErr error
 	wg.Go(func() { svcErr = svc.Run(ctx) })
 	err = srv.Run(ctx)

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commucat/commucat/core/handshake"
@@ -74,6 +75,7 @@ type Server struct {
 	limiter *handshake.RateLimiter
 	sem     chan struct{}
 	table   router.Table
+	count   counters
 
 	mu        sync.Mutex
 	listeners []transport.Listener
@@ -203,6 +205,7 @@ func (s *Server) acceptLoop(ctx context.Context, name string, l transport.Listen
 		select {
 		case s.sem <- struct{}{}:
 		default:
+			s.count.overloaded.Add(1)
 			log.Warn("connection refused: too many connections", "max_conns", s.cfg.MaxConns)
 			conn.Close()
 			continue
@@ -259,10 +262,12 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, c
 		ep.Addr = conn.RemoteAddr().String()
 	}
 	if s.table.Join(conn, ep, msg) {
+		s.count.joins.Add(1)
 		log.Debug("path joined", s.peerAttr(conn))
 		return
 	}
 	if !s.limiter.Allow(sourceOf(conn), time.Now()) {
+		s.count.rateLimited.Add(1)
 		log.Info("handshake refused: rate limit", s.peerAttr(conn))
 		conn.Close()
 		return
@@ -280,10 +285,12 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, c
 	if err != nil {
 		// A failed handshake gets no answer: the connection is just closed,
 		// as a prober should learn nothing.
+		s.count.handshakeFailed.Add(1)
 		log.Info("handshake failed", "err", err, s.peerAttr(conn))
 		conn.Close()
 		return
 	}
+	s.count.handshakes.Add(1)
 	peer := res.PeerStatic
 	sess := router.New(router.Gateway, res, conn, ep, s.cfg.Router)
 	res.Wipe()
@@ -325,4 +332,36 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, c
 	default:
 		log.Debug("session closed", "err", rerr)
 	}
+}
+
+// counters are the gateway's totals since start.
+type counters struct {
+	handshakes, handshakeFailed, rateLimited, overloaded, joins atomic.Uint64
+}
+
+// Stats are the gateway's totals since start and its live sessions.
+type Stats struct {
+	// Handshakes counts completed handshakes; HandshakeFailures failed
+	// ones (bad or stale first messages, wrong keys, timeouts);
+	// RateLimited handshakes refused by the per-source limit; Overloaded
+	// connections refused at MaxConns; Joins paths joined to a session.
+	Handshakes, HandshakeFailures, RateLimited, Overloaded, Joins uint64
+	// Sessions are the live sessions' counters and paths.
+	Sessions []router.Stats
+}
+
+// Stats returns a snapshot of the gateway's counters and live sessions. It
+// is safe to call at any time.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Handshakes:        s.count.handshakes.Load(),
+		HandshakeFailures: s.count.handshakeFailed.Load(),
+		RateLimited:       s.count.rateLimited.Load(),
+		Overloaded:        s.count.overloaded.Load(),
+		Joins:             s.count.joins.Load(),
+	}
+	for _, sess := range s.table.Sessions() {
+		st.Sessions = append(st.Sessions, sess.Stats())
+	}
+	return st
 }

@@ -337,3 +337,18 @@ func (t *Table) Len() int {
 	defer t.mu.Unlock()
 	return len(t.tokens)
 }
+
+// Sessions lists the live sessions in the table, each once.
+func (t *Table) Sessions() []*Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	seen := make(map[*Session]bool)
+	var out []*Session
+	for _, e := range t.tokens {
+		if !seen[e.s] {
+			seen[e.s] = true
+			out = append(out, e.s)
+		}
+	}
+	return out
+}

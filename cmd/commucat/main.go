@@ -55,6 +55,7 @@ func newRoot() *cobra.Command {
 		newListenCmd(),
 		newFingerprintCmd(),
 		newBenchCmd(),
+		newStatusCmd(),
 	)
 	return root
 }

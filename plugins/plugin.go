@@ -132,8 +132,18 @@ func backoff(base, limit time.Duration, failures int) time.Duration {
 	return min(d, limit)
 }
 
-// errPermanent marks a start failure that a restart cannot cure.
-var errPermanent = errors.New("permanent")
+// permanentError marks a start failure that a restart cannot cure.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return &permanentError{err} }
+
+func isPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
 
 // run keeps the plugin running until ctx ends.
 func (p *plugin) run(ctx context.Context) {
@@ -155,7 +165,7 @@ func (p *plugin) run(ctx context.Context) {
 			}
 			p.setFatal(fmt.Errorf("plugins: %s: host closed: %w", p.info.Name, transport.ErrClosed))
 			return
-		case err != nil && (n == 1 || errors.Is(err, errPermanent)):
+		case err != nil && (n == 1 || isPermanent(err)):
 			p.log.Error("plugin refused", "error", err)
 			p.setFatal(err)
 			return
@@ -271,7 +281,7 @@ func (p *plugin) start(ctx context.Context, n int) (*generation, error) {
 	if err != nil || !ok {
 		g.client.Kill()
 		g.ctl.Close()
-		return nil, fmt.Errorf("plugins: %s: dispense: %w", p.info.Name, errors.Join(err, errPermanent))
+		return nil, permanent(fmt.Errorf("plugins: %s: dispense: %v", p.info.Name, err))
 	}
 	g.rpc = tc
 	g.wg.Add(1)
@@ -289,10 +299,10 @@ func (p *plugin) startErr(err error) error {
 	name := p.info.Name
 	switch {
 	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
-		return fmt.Errorf("plugins: %s: %w (the binary changed since discovery): %w", name, ErrPinMismatch, errPermanent)
+		return permanent(fmt.Errorf("plugins: %s: %w (the binary changed since discovery)", name, ErrPinMismatch))
 	case versionRE.MatchString(err.Error()):
 		v, _ := strconv.Atoi(versionRE.FindStringSubmatch(err.Error())[1])
-		return errors.Join(&VersionError{Name: name, Plugin: v, Host: proto.ProtocolVersion}, errPermanent)
+		return permanent(&VersionError{Name: name, Plugin: v, Host: proto.ProtocolVersion})
 	}
 	return fmt.Errorf("plugins: start %s: %w", name, err)
 }
@@ -309,13 +319,13 @@ func (p *plugin) checkDescription(ctx context.Context, g *generation) error {
 		return g.callErr(ctx, "describe", err)
 	}
 	if v := r.GetProtocolVersion(); v != proto.ProtocolVersion {
-		return errors.Join(&VersionError{Name: p.info.Name, Plugin: int(v), Host: proto.ProtocolVersion}, errPermanent)
+		return permanent(&VersionError{Name: p.info.Name, Plugin: int(v), Host: proto.ProtocolVersion})
 	}
 	if r.GetName() != p.info.Name {
-		return fmt.Errorf("plugins: %s describes itself as %.64q: %w", p.info.Path, r.GetName(), errPermanent)
+		return permanent(fmt.Errorf("plugins: %s describes itself as %.64q", p.info.Path, r.GetName()))
 	}
 	if len(r.GetVersion()) > 256 || len(r.GetParams()) > 256 {
-		return fmt.Errorf("plugins: %s: oversized description: %w", p.info.Name, errPermanent)
+		return permanent(fmt.Errorf("plugins: %s: oversized description", p.info.Name))
 	}
 	caps := r.GetCapabilities()
 	info := Info{

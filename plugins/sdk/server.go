@@ -259,6 +259,19 @@ func (s *server) claim(ctx context.Context, id uint64) (*flow, *net.UnixConn, er
 	return f, uc, nil
 }
 
+// discard closes the flow socket id if it arrived unclaimed; a call that
+// fails before claiming its flow leaves nothing behind.
+func (s *server) discard(id uint64) {
+	s.ctl.Sync() //nolint:errcheck // a dead control socket ends the process
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.flows[id]; f != nil && f.got && !f.claimed {
+		syscall.Close(f.fd)
+		s.pending--
+		delete(s.flows, id)
+	}
+}
+
 // drop forgets a flow that never started.
 func (s *server) drop(f *flow) {
 	s.mu.Lock()
@@ -414,6 +427,7 @@ func (s *server) instance(id uint64) Transport {
 func (s *server) Dial(ctx context.Context, req *proto.DialRequest) (*proto.DialResponse, error) {
 	t := s.instance(req.GetInstance())
 	if t == nil {
+		s.discard(req.GetFlow())
 		return &proto.DialResponse{Error: notFound("instance", req.GetInstance())}, nil
 	}
 	s.st.dials.Add(1)
@@ -458,6 +472,7 @@ func (s *server) Accept(ctx context.Context, req *proto.AcceptRequest) (*proto.A
 	ln := s.listeners[req.GetListener()]
 	s.mu.Unlock()
 	if ln == nil {
+		s.discard(req.GetFlow())
 		return &proto.AcceptResponse{Error: notFound("listener", req.GetListener())}, nil
 	}
 	f, uc, err := s.claim(ctx, req.GetFlow())

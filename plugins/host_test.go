@@ -1,0 +1,208 @@
+package plugins
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/commucat/commucat/core/transport"
+)
+
+func TestBackoff(t *testing.T) {
+	tests := []struct {
+		failures int
+		want     time.Duration
+	}{
+		{1, 100 * time.Millisecond},
+		{2, 200 * time.Millisecond},
+		{3, 400 * time.Millisecond},
+		{5, time.Second},
+		{100, time.Second},
+	}
+	for _, tt := range tests {
+		if got := backoff(100*time.Millisecond, time.Second, tt.failures); got != tt.want {
+			t.Errorf("backoff(%d failures) = %v, want %v", tt.failures, got, tt.want)
+		}
+	}
+}
+
+func TestHostConfigValidate(t *testing.T) {
+	sum := strings.Repeat("ab", 32)
+	tests := []struct {
+		name string
+		cfg  HostConfig
+		want string // in the error; "" for none
+	}{
+		{"zero", HostConfig{}, ""},
+		{"pin", HostConfig{Pins: map[string]string{"tcp": sum}}, ""},
+		{"bad pin", HostConfig{Pins: map[string]string{"tcp": "abc"}}, "pins.tcp"},
+		{"bad name", HostConfig{Pins: map[string]string{"TCP!": sum}}, "plugin name"},
+		{"bad env", HostConfig{Env: []string{"NOEQUALS"}}, "env[0]"},
+		{"negative", HostConfig{DialTimeout: -time.Second}, "dial_timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("Validate() = %v, want an error with %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestScan(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	write := func(dir, name string, mode os.FileMode) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(name+dir), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(a, "commucat-transport-one", 0o755)
+	write(a, "commucat-transport-noexec", 0o644)
+	write(a, "other-binary", 0o755)
+	write(a, "commucat-transport-Bad_Name", 0o755)
+	write(b, "commucat-transport-one", 0o755) // shadowed
+	write(b, "commucat-transport-two", 0o755)
+	if err := os.Mkdir(filepath.Join(b, "commucat-transport-dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHost(HostConfig{Dirs: []string{a, b, filepath.Join(a, "missing")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	infos, err := h.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		Name, Dir string
+		Shadowed  bool
+	}
+	var got []row
+	for _, in := range infos {
+		if len(in.SHA256) != 64 {
+			t.Errorf("%s: SHA256 %q", in.Name, in.SHA256)
+		}
+		got = append(got, row{in.Name, filepath.Dir(in.Path), in.Err != nil && strings.Contains(in.Err.Error(), "shadowed")})
+	}
+	want := []row{{"one", a, false}, {"one", b, true}, {"two", b, false}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Scan (-want +got):\n%s", diff)
+	}
+}
+
+// TestRefused checks the plugins a host refuses and why.
+func TestRefused(t *testing.T) {
+	tcp := buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")
+	faulty := faultyBin(t)
+	tcpSum, err := hashFile(tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		cfg   HostConfig
+		bins  map[string]string
+		check func(t *testing.T, in Info)
+	}{
+		{"unpinned, pins required", HostConfig{RequirePinned: true}, map[string]string{"tcp": tcp}, func(t *testing.T, in Info) {
+			if !errors.Is(in.Err, ErrNotPinned) {
+				t.Errorf("Err = %v, want ErrNotPinned", in.Err)
+			}
+		}},
+		{"pinned, pins required", HostConfig{RequirePinned: true, Pins: map[string]string{"tcp": tcpSum}}, map[string]string{"tcp": tcp}, func(t *testing.T, in Info) {
+			if in.Err != nil || !in.Pinned || in.Version != "dev" {
+				t.Errorf("Info = %+v, want a pinned, running plugin", in)
+			}
+		}},
+		{"wrong pin", HostConfig{Pins: map[string]string{"tcp": strings.Repeat("0", 64)}}, map[string]string{"tcp": tcp}, func(t *testing.T, in Info) {
+			if !errors.Is(in.Err, ErrPinMismatch) || in.Pinned {
+				t.Errorf("Info = %+v, want ErrPinMismatch", in)
+			}
+		}},
+		{"other protocol version", HostConfig{}, map[string]string{"oldproto": faulty}, func(t *testing.T, in Info) {
+			var ve *VersionError
+			if !errors.As(in.Err, &ve) || ve.Plugin != 99 || ve.Host != 1 {
+				t.Fatalf("Err = %v, want a *VersionError naming 99 and 1", in.Err)
+			}
+			if msg := in.Err.Error(); !strings.Contains(msg, "version 99") || !strings.Contains(msg, "version 1") {
+				t.Errorf("message %q names not both versions", msg)
+			}
+		}},
+		{"wrong name", HostConfig{}, map[string]string{"wrongname": faulty}, func(t *testing.T, in Info) {
+			if in.Err == nil || !strings.Contains(in.Err.Error(), "somebody-else") {
+				t.Errorf("Err = %v, want one naming the other name", in.Err)
+			}
+		}},
+		{"not a plugin", HostConfig{StartTimeout: 5 * time.Second}, map[string]string{"notaplugin": "/bin/true"}, func(t *testing.T, in Info) {
+			if in.Err == nil {
+				t.Errorf("Info = %+v, want an error", in)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			cfg.Dirs = []string{pluginDir(t, tt.bins)}
+			h, err := NewHost(cfg, testLog(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			infos, err := h.Discover()
+			if err != nil || len(infos) != 1 {
+				t.Fatalf("Discover = %+v, %v", infos, err)
+			}
+			t.Logf("%s: %v", infos[0].Name, infos[0].Err)
+			tt.check(t, infos[0])
+			r := new(transport.Registry)
+			if err := h.Register(r); err != nil {
+				t.Fatal(err)
+			}
+			if got, usable := r.Names(), infos[0].Err == nil; usable != (len(got) == 1) {
+				t.Errorf("registered %v; usable %v", got, usable)
+			}
+		})
+	}
+}
+
+func TestRegisterDuplicate(t *testing.T) {
+	_, r0 := startHost(t, HostConfig{}, pluginDir(t, map[string]string{"tcp": buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")}))
+	h, _ := startHost(t, HostConfig{}, pluginDir(t, map[string]string{"tcp": buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")}))
+	if err := h.Register(r0); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("Register over a taken name: %v, want ErrDuplicate", err)
+	}
+}
+
+func TestClosedHost(t *testing.T) {
+	h, r := startHost(t, HostConfig{}, pluginDir(t, map[string]string{"tcp": buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")}))
+	client, server := serverAndClient(t, r, "tcp")
+	ctx := testCtx(t)
+	ln, err := server.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := client.Dial(ctx, ln.Addr().String()); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Dial after Close: %v, want ErrClosed", err)
+	}
+	if _, err := ln.Accept(ctx); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Accept after Close: %v, want ErrClosed", err)
+	}
+	if _, err := server.Listen(ctx, "127.0.0.1:0"); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Listen after Close: %v, want ErrClosed", err)
+	}
+	ln.Close()
+}

@@ -1,0 +1,211 @@
+package ctl
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// recorder is a Handler that records what it gets.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []Msg
+	fds  []int
+}
+
+func (r *recorder) handle(m Msg, fds []int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, m)
+	r.fds = append(r.fds, fds...)
+	return nil
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+// pair returns two Conns over a new control socket; b's Run runs until
+// the test ends.
+func pair(t *testing.T, ha, hb Handler) (a, b *Conn, runErr <-chan error) {
+	t.Helper()
+	fa, fb, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	defer fb.Close()
+	if a, err = New(fa, ha); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = New(fb, hb); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- b.Run() }()
+	t.Cleanup(func() {
+		a.Close()
+		b.Close()
+	})
+	return a, b, ch
+}
+
+func TestFlowHandOver(t *testing.T) {
+	var rec recorder
+	a, b, runErr := pair(t, nil, rec.handle)
+	local, peer, err := FlowPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	if err := a.Send(Msg{TypeFlow, 9}, peer, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	peer.Close()
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	if len(rec.msgs) != 1 || rec.msgs[0] != (Msg{TypeFlow, 9}) || len(rec.fds) != 1 {
+		t.Fatalf("received %v with %d descriptors", rec.msgs, len(rec.fds))
+	}
+	fd := rec.fds[0]
+	rec.mu.Unlock()
+	remote, err := FlowConn(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	if _, err := local.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(remote, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	a.Close()
+	if err := <-runErr; !errors.Is(err, io.EOF) {
+		t.Errorf("Run after the peer closed = %v, want io.EOF", err)
+	}
+}
+
+// TestSyncOrder checks the guarantee the protocol rests on: a message sent
+// before a flow's end of stream has been handled once Sync returns after
+// that end of stream is seen.
+func TestSyncOrder(t *testing.T) {
+	var rec recorder
+	a, b, _ := pair(t, nil, rec.handle)
+	for i := uint64(1); i <= 100; i++ {
+		local, peer, err := FlowPair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Send(Msg{TypeEOF, i}, nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		local.Close()
+		remote, err := FlowConn(int(dupFD(t, peer)))
+		peer.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := remote.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("read = %v, want io.EOF", err)
+		}
+		remote.Close()
+		if err := b.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if n := rec.count(); n != int(i) {
+			t.Fatalf("after Sync %d messages handled, want %d", n, i)
+		}
+	}
+}
+
+func dupFD(t *testing.T, f *os.File) uintptr {
+	t.Helper()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uintptr(fd)
+}
+
+func TestViolations(t *testing.T) {
+	tests := []struct {
+		name string
+		send func(t *testing.T, fd int)
+	}{
+		{"garbage", func(t *testing.T, fd int) {
+			syscall.Write(fd, []byte("not a message")) //nolint:errcheck // checked by the reader
+		}},
+		{"short", func(t *testing.T, fd int) {
+			syscall.Write(fd, Msg{TypeEOF, 1}.Append(nil)[:5]) //nolint:errcheck // checked by the reader
+		}},
+		{"too many descriptors", func(t *testing.T, fd int) {
+			fds := []int{0, 0, 0, 0, 0, 0, 0, 0}
+			if err := syscall.Sendmsg(fd, Msg{TypeFlow, 1}.Append(nil), syscall.UnixRights(fds...), nil, 0); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fa, fb, err := Pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fa.Close()
+			defer fb.Close()
+			var rec recorder
+			b, err := New(fb, rec.handle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			tt.send(t, int(fa.Fd()))
+			var v *ViolationError
+			if err := b.Run(); !errors.As(err, &v) {
+				t.Errorf("Run = %v, want a *ViolationError", err)
+			}
+			if err := b.Sync(); err == nil {
+				t.Error("Sync after a violation = nil")
+			}
+			if rec.count() != 0 {
+				t.Errorf("handled %d messages", rec.count())
+			}
+		})
+	}
+}
+
+func TestNewChecksSocketType(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if _, err := New(r, nil); err == nil {
+		t.Error("New on a pipe succeeded")
+	}
+	_, peer, err := FlowPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if _, err := New(peer, nil); err == nil {
+		t.Error("New on a stream socket succeeded")
+	}
+}

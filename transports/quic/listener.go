@@ -113,7 +113,14 @@ func (l *listener) handshake(qc *quicgo.Conn) {
 		qc.CloseWithError(codeProtocol, "") //nolint:errcheck // always nil
 		return
 	}
-	str.SetReadDeadline(time.Time{}) //nolint:errcheck // always nil
+	// Echo the preamble: the dialer's Dial returns once it reads it.
+	str.SetWriteDeadline(time.Now().Add(timeout)) //nolint:errcheck // always nil
+	if _, err := str.Write(b[:]); err != nil {
+		l.log.Debug("preamble echo failed", "err", err)
+		qc.CloseWithError(codeProtocol, "") //nolint:errcheck // always nil
+		return
+	}
+	str.SetDeadline(time.Time{}) //nolint:errcheck // always nil
 	l.refMu.Lock()
 	l.refs++
 	l.refMu.Unlock()

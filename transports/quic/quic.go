@@ -10,9 +10,13 @@
 // (0x01, the version of this mapping) so that the server learns of the
 // stream at once: quic-go announces a stream to the peer only with its
 // first data. The server's listener reads and checks that byte before its
-// Accept returns the connection; the application never sees it. On the
-// wire the preamble looks like the HEADERS frame type an HTTP/3 request
-// stream starts with, though QUIC encrypts it anyway.
+// Accept returns the connection, and echoes it; Dial returns only once it
+// has read the echo, so a connection the server refuses after the QUIC
+// handshake (quic-go refuses with CONNECTION_REFUSED when its accept queue
+// is full) fails inside Dial, which then retries with a short backoff. The
+// application never sees either byte. On the wire the preamble looks like
+// the HEADERS frame type an HTTP/3 request stream starts with, though QUIC
+// encrypts it anyway.
 //
 // # Closing
 //
@@ -65,7 +69,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sort"
@@ -315,6 +321,42 @@ func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if !t.hasPin {
 		return nil, fmt.Errorf("quic: dial %s: transport has no pin: %w", addr, transport.ErrBadParams)
 	}
+	// A busy server refuses new connections (quic-go's CONNECTION_REFUSED
+	// when its accept queue is full, or our codeBusy): try again with a
+	// short backoff while ctx allows.
+	backoff := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		c, err := t.dialOnce(ctx, addr)
+		if err == nil || !isBusy(err) || attempt == maxDialAttempts {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctxErr("dial "+addr, ctx)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// maxDialAttempts bounds Dial's retries against a busy server.
+const maxDialAttempts = 8
+
+// isBusy reports whether err is a server's refusal for lack of room.
+func isBusy(err error) bool {
+	var te *quicgo.TransportError
+	if errors.As(err, &te) && te.ErrorCode == quicgo.ConnectionRefused {
+		return true
+	}
+	var ae *quicgo.ApplicationError
+	return errors.As(err, &ae) && ae.ErrorCode == codeBusy
+}
+
+// dialOnce connects, opens the stream, sends the preamble and waits for the
+// listener's echo of it, so that a connection the server refuses after the
+// handshake (a full accept queue) fails here, where Dial can retry, and not
+// at the first read.
+func (t *Transport) dialOnce(ctx context.Context, addr string) (net.Conn, error) {
 	if t.isClosed() {
 		return nil, closedErr("dial " + addr)
 	}
@@ -327,14 +369,26 @@ func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 		qc.CloseWithError(codeAbort, "") //nolint:errcheck // always nil
 		return nil, dialErr(ctx, addr, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		str.SetWriteDeadline(dl) //nolint:errcheck // always nil
+	deadline := time.Now().Add(t.cfg.HandshakeTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
 	}
-	if _, err := str.Write([]byte{preamble}); err != nil {
+	str.SetDeadline(deadline) //nolint:errcheck // always nil
+	stop := context.AfterFunc(ctx, func() { str.SetDeadline(time.Unix(1, 0)) })
+	var b [1]byte
+	_, err = str.Write([]byte{preamble})
+	if err == nil {
+		_, err = io.ReadFull(str, b[:])
+		if err == nil && b[0] != preamble {
+			err = fmt.Errorf("unexpected preamble echo 0x%02x", b[0])
+		}
+	}
+	stop()
+	if err != nil {
 		qc.CloseWithError(codeAbort, "") //nolint:errcheck // always nil
 		return nil, dialErr(ctx, addr, err)
 	}
-	str.SetWriteDeadline(time.Time{}) //nolint:errcheck // always nil
+	str.SetDeadline(time.Time{}) //nolint:errcheck // always nil
 	c, ok := t.newConn(qc, str, nil)
 	if !ok {
 		return nil, closedErr("dial " + addr)

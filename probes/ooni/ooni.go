@@ -1,0 +1,509 @@
+// Package ooni writes CommuCat's probe results in the data format of the Open
+// Observatory of Network Interference (OONI), so that researchers can read
+// them with the tools they already use.
+//
+// A report is JSON lines: one Measurement per line, each the base envelope
+// of OONI's df-000-base at data_format_version "0.2.0", with times in UTC
+// as OONI writes them ("2006-01-02 15:04:05"). The test_keys of every
+// measurement embed TestKeys: the OONI arrays queries (df-002-dnst),
+// tcp_connect (df-005-tcpconnect), tls_handshakes and quic_handshakes
+// (df-006-tlshandshake), requests (df-001-httpt) and network_events
+// (df-008-netevents), whose t and t0 are seconds since the measurement
+// started; failure and failed_operation as OONI's urlgetter reports them;
+// blocking as OONI's web_connectivity reports it (with the extensions
+// documented on Blocking); and accessible. Keys that OONI does not define
+// start with "x_".
+//
+// Failures are OONI's failure strings (df-007-errors): Classify and its
+// siblings map Go errors to them.
+//
+// Probe location is withheld by default: probe_asn "AS0", probe_cc "ZZ" and
+// probe_ip "127.0.0.1", as OONI writes them when it does not know or must
+// not say.
+//
+// The package holds no global state. A Trace and a Writer are safe for
+// concurrent use; the other types are plain values.
+package ooni
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// DataFormatVersion is the version of OONI's base data format written.
+const DataFormatVersion = "0.2.0"
+
+// TimeFormat is how OONI writes times: UTC, to the second.
+const TimeFormat = "2006-01-02 15:04:05"
+
+// Defaults written when the user did not opt in to sharing where the probe
+// is, matching OONI's own defaults for unknown values.
+const (
+	DefaultProbeASN    = "AS0"
+	DefaultProbeCC     = "ZZ"
+	DefaultProbeIP     = "127.0.0.1"
+	DefaultResolverASN = "AS0"
+	DefaultResolverIP  = "127.0.0.2"
+)
+
+// FormatTime formats t as OONI does: in UTC, "2006-01-02 15:04:05".
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
+
+// Input is a measurement's input. The empty Input is written as null, as
+// OONI writes inputless measurements.
+type Input string
+
+// MarshalJSON writes null for the empty input.
+func (in Input) MarshalJSON() ([]byte, error) {
+	if in == "" {
+		return []byte("null"), nil
+	}
+	return json.Marshal(string(in))
+}
+
+// UnmarshalJSON reads a string or null.
+func (in *Input) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		*in = ""
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("ooni: input: %w", err)
+	}
+	*in = Input(s)
+	return nil
+}
+
+// Measurement is one line of a report: OONI's base envelope (df-000-base).
+type Measurement struct {
+	Annotations          map[string]string `json:"annotations,omitempty"`
+	DataFormatVersion    string            `json:"data_format_version"`
+	Extensions           map[string]int64  `json:"extensions,omitempty"`
+	Input                Input             `json:"input"`
+	MeasurementStartTime string            `json:"measurement_start_time"`
+	ProbeASN             string            `json:"probe_asn"`
+	ProbeCC              string            `json:"probe_cc"`
+	ProbeIP              string            `json:"probe_ip,omitempty"`
+	ProbeNetworkName     string            `json:"probe_network_name"`
+	ReportID             string            `json:"report_id"`
+	ResolverASN          string            `json:"resolver_asn"`
+	ResolverIP           string            `json:"resolver_ip"`
+	ResolverNetworkName  string            `json:"resolver_network_name"`
+	SoftwareName         string            `json:"software_name"`
+	SoftwareVersion      string            `json:"software_version"`
+	TestKeys             any               `json:"test_keys"`
+	TestName             string            `json:"test_name"`
+	// TestRuntime is the measurement's duration in seconds; OONI calls it
+	// test_runtime.
+	TestRuntime   float64 `json:"test_runtime"`
+	TestStartTime string  `json:"test_start_time"`
+	TestVersion   string  `json:"test_version"`
+}
+
+// Extensions are the versions of the OONI sub-formats that TestKeys uses,
+// as OONI lists them in a measurement's "extensions".
+func Extensions() map[string]int64 {
+	return map[string]int64{"dnst": 0, "httpt": 0, "netevents": 0, "tcpconnect": 0, "tlshandshake": 0}
+}
+
+// Writer writes measurements as JSON lines. It is safe for concurrent use;
+// each measurement is written with one Write call on the underlying writer.
+type Writer struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewWriter returns a Writer on w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// Write writes m as one line.
+func (w *Writer) Write(m *Measurement) error {
+	b, err := Marshal(m)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, err := w.w.Write(b); err != nil {
+		return fmt.Errorf("ooni: write measurement: %w", err)
+	}
+	return nil
+}
+
+// Marshal encodes m as one JSON line, ending in a newline, without HTML
+// escaping (OONI's tools read the bytes as they are).
+func Marshal(m *Measurement) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return nil, fmt.Errorf("ooni: encode measurement: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Blocking is the "blocking" key of the test keys: where interference was
+// seen. OONI's web_connectivity writes "dns", "tcp_ip", "http-failure",
+// "http-diff", false (no interference) or null (inconclusive); CommuCat's
+// tests add "udp" (UDP to the address is dropped), "tls" (a TLS or QUIC
+// handshake is interfered with, as in SNI filtering, while a control
+// handshake to the same address works) and "throttling" (the transfer is
+// slowed down or cut off).
+type Blocking string
+
+// Blocking values.
+const (
+	// BlockingUnknown is written as null: the measurement cannot tell.
+	BlockingUnknown Blocking = ""
+	// BlockingNone is written as false: no interference seen.
+	BlockingNone        Blocking = "false"
+	BlockingDNS         Blocking = "dns"
+	BlockingTCPIP       Blocking = "tcp_ip"
+	BlockingUDP         Blocking = "udp"
+	BlockingTLS         Blocking = "tls"
+	BlockingHTTPFailure Blocking = "http-failure"
+	BlockingHTTPDiff    Blocking = "http-diff"
+	BlockingThrottling  Blocking = "throttling"
+)
+
+// MarshalJSON writes null, false or the string.
+func (b Blocking) MarshalJSON() ([]byte, error) {
+	switch b {
+	case BlockingUnknown:
+		return []byte("null"), nil
+	case BlockingNone:
+		return []byte("false"), nil
+	}
+	return json.Marshal(string(b))
+}
+
+// UnmarshalJSON reads null, false or a string.
+func (b *Blocking) UnmarshalJSON(data []byte) error {
+	switch string(data) {
+	case "null":
+		*b = BlockingUnknown
+		return nil
+	case "false":
+		*b = BlockingNone
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("ooni: blocking: %w", err)
+	}
+	if s == "" || s == "false" {
+		return errors.New("ooni: blocking: empty or quoted false")
+	}
+	*b = Blocking(s)
+	return nil
+}
+
+// String is the value as the table shows it: "null", "false" or the name.
+func (b Blocking) String() string {
+	if b == BlockingUnknown {
+		return "null"
+	}
+	return string(b)
+}
+
+// Keyed is implemented by a probe's test keys: they embed TestKeys, whose
+// Base method is promoted.
+type Keyed interface {
+	Base() *TestKeys
+}
+
+// TestKeys are the test keys every CommuCat measurement has. A probe's own
+// keys embed TestKeys and add x_ keys.
+type TestKeys struct {
+	Queries         []Query        `json:"queries"`
+	TCPConnect      []TCPConnect   `json:"tcp_connect"`
+	TLSHandshakes   []TLSHandshake `json:"tls_handshakes"`
+	QUICHandshakes  []TLSHandshake `json:"quic_handshakes"`
+	Requests        []Request      `json:"requests"`
+	NetworkEvents   []NetworkEvent `json:"network_events"`
+	Failure         *string        `json:"failure"`
+	FailedOperation *string        `json:"failed_operation"`
+	Blocking        Blocking       `json:"blocking"`
+	Accessible      *bool          `json:"accessible"`
+}
+
+// Base returns tk itself.
+func (tk *TestKeys) Base() *TestKeys { return tk }
+
+// Fail records the measurement's failure and the operation that failed. An
+// empty failure clears both.
+func (tk *TestKeys) Fail(failure, operation string) {
+	if failure == "" {
+		tk.Failure, tk.FailedOperation = nil, nil
+		return
+	}
+	tk.Failure, tk.FailedOperation = &failure, &operation
+}
+
+// FailureString returns the failure, or "" if none.
+func (tk *TestKeys) FailureString() string { return Deref(tk.Failure) }
+
+// Deref returns *s, or "" for nil.
+func Deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// Str returns a pointer to s, or nil for "".
+func Str(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// Bool returns a pointer to v.
+func Bool(v bool) *bool { return &v }
+
+// Query is one DNS lookup (df-002-dnst).
+type Query struct {
+	Answers          []Answer `json:"answers"`
+	Engine           string   `json:"engine"`
+	Failure          *string  `json:"failure"`
+	Hostname         string   `json:"hostname"`
+	QueryType        string   `json:"query_type"`
+	RawResponse      []byte   `json:"raw_response,omitempty"`
+	Rcode            int64    `json:"rcode,omitempty"`
+	ResolverHostname *string  `json:"resolver_hostname"`
+	ResolverPort     *string  `json:"resolver_port"`
+	ResolverAddress  string   `json:"resolver_address"`
+	T0               float64  `json:"t0,omitempty"`
+	T                float64  `json:"t"`
+	Tags             []string `json:"tags"`
+	TransactionID    int64    `json:"transaction_id,omitempty"`
+}
+
+// Answer is one DNS answer record.
+type Answer struct {
+	AnswerType string  `json:"answer_type"`
+	Hostname   string  `json:"hostname,omitempty"`
+	IPv4       string  `json:"ipv4,omitempty"`
+	IPv6       string  `json:"ipv6,omitempty"`
+	TTL        *uint32 `json:"ttl"`
+}
+
+// TCPConnect is one TCP connect (df-005-tcpconnect).
+type TCPConnect struct {
+	IP            string           `json:"ip"`
+	Port          int              `json:"port"`
+	Status        TCPConnectStatus `json:"status"`
+	T0            float64          `json:"t0,omitempty"`
+	T             float64          `json:"t"`
+	Tags          []string         `json:"tags"`
+	TransactionID int64            `json:"transaction_id,omitempty"`
+}
+
+// TCPConnectStatus is a TCPConnect's outcome.
+type TCPConnectStatus struct {
+	Blocked *bool   `json:"blocked,omitempty"`
+	Failure *string `json:"failure"`
+	Success bool    `json:"success"`
+}
+
+// TLSHandshake is one TLS or QUIC handshake (df-006-tlshandshake).
+type TLSHandshake struct {
+	Network            string       `json:"network"`
+	Address            string       `json:"address"`
+	CipherSuite        string       `json:"cipher_suite"`
+	Failure            *string      `json:"failure"`
+	NegotiatedProtocol string       `json:"negotiated_protocol"`
+	NoTLSVerify        bool         `json:"no_tls_verify"`
+	PeerCertificates   []BinaryData `json:"peer_certificates"`
+	ServerName         string       `json:"server_name"`
+	T0                 float64      `json:"t0,omitempty"`
+	T                  float64      `json:"t"`
+	Tags               []string     `json:"tags"`
+	TLSVersion         string       `json:"tls_version"`
+	TransactionID      int64        `json:"transaction_id,omitempty"`
+}
+
+// Request is one HTTP round trip (df-001-httpt).
+type Request struct {
+	Network       string       `json:"network,omitempty"`
+	Address       string       `json:"address,omitempty"`
+	ALPN          string       `json:"alpn,omitempty"`
+	Failure       *string      `json:"failure"`
+	Request       HTTPRequest  `json:"request"`
+	Response      HTTPResponse `json:"response"`
+	T0            float64      `json:"t0,omitempty"`
+	T             float64      `json:"t"`
+	Tags          []string     `json:"tags"`
+	TransactionID int64        `json:"transaction_id,omitempty"`
+}
+
+// HTTPRequest is the request half of a Request.
+type HTTPRequest struct {
+	Body            MaybeBinary            `json:"body"`
+	BodyIsTruncated bool                   `json:"body_is_truncated"`
+	HeadersList     []Header               `json:"headers_list"`
+	Headers         map[string]MaybeBinary `json:"headers"`
+	Method          string                 `json:"method"`
+	Tor             Tor                    `json:"tor"`
+	Transport       string                 `json:"x_transport"`
+	URL             string                 `json:"url"`
+}
+
+// HTTPResponse is the response half of a Request.
+type HTTPResponse struct {
+	Body            MaybeBinary            `json:"body"`
+	BodyIsTruncated bool                   `json:"body_is_truncated"`
+	BodyLength      int64                  `json:"x_body_length,omitempty"`
+	Code            int64                  `json:"code"`
+	HeadersList     []Header               `json:"headers_list"`
+	Headers         map[string]MaybeBinary `json:"headers"`
+}
+
+// Header is one HTTP header as [name, value].
+type Header [2]MaybeBinary
+
+// Tor is OONI's Tor information for a request; CommuCat never uses Tor for
+// a probe request.
+type Tor struct {
+	ExitIP   *string `json:"exit_ip"`
+	ExitName *string `json:"exit_name"`
+	IsTor    bool    `json:"is_tor"`
+}
+
+// NetworkEvent is one I/O event (df-008-netevents).
+type NetworkEvent struct {
+	Address       string   `json:"address,omitempty"`
+	Failure       *string  `json:"failure"`
+	NumBytes      int64    `json:"num_bytes,omitempty"`
+	Operation     string   `json:"operation"`
+	Proto         string   `json:"proto,omitempty"`
+	T0            float64  `json:"t0,omitempty"`
+	T             float64  `json:"t"`
+	TransactionID int64    `json:"transaction_id,omitempty"`
+	Tags          []string `json:"tags,omitempty"`
+}
+
+// BinaryData is bytes written as OONI writes binary data:
+// {"format": "base64", "data": "..."}, or null when empty.
+type BinaryData []byte
+
+type binaryRepr struct {
+	Data   []byte `json:"data"`
+	Format string `json:"format"`
+}
+
+// MarshalJSON writes the OONI binary representation.
+func (d BinaryData) MarshalJSON() ([]byte, error) {
+	if len(d) == 0 {
+		return []byte("null"), nil
+	}
+	return json.Marshal(binaryRepr{Data: d, Format: "base64"})
+}
+
+// UnmarshalJSON reads the OONI binary representation or null.
+func (d *BinaryData) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		*d = nil
+		return nil
+	}
+	var r binaryRepr
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("ooni: binary data: %w", err)
+	}
+	if r.Format != "base64" {
+		return fmt.Errorf("ooni: binary data: format %q, want base64", r.Format)
+	}
+	*d = r.Data
+	return nil
+}
+
+// MaybeBinary is a string written as itself when it is valid UTF-8 and as
+// BinaryData otherwise. IP addresses in it are scrubbed when it is written,
+// as OONI scrubs headers and bodies, so that a block page quoting the
+// user's address does not leak it.
+type MaybeBinary string
+
+// MarshalJSON scrubs addresses and writes a string or BinaryData.
+func (s MaybeBinary) MarshalJSON() ([]byte, error) {
+	v := Scrub(string(s))
+	if utf8.ValidString(v) {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil {
+			return nil, err
+		}
+		return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	}
+	return BinaryData(v).MarshalJSON()
+}
+
+// UnmarshalJSON reads a string or BinaryData.
+func (s *MaybeBinary) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err == nil {
+		*s = MaybeBinary(str)
+		return nil
+	}
+	var d BinaryData
+	if err := d.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	*s = MaybeBinary(d)
+	return nil
+}
+
+// Scrubbed replaces addresses removed by Scrub.
+const Scrubbed = "[scrubbed]"
+
+var (
+	scrubIPv4 = regexp.MustCompile(`\b(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(?::[0-9]{1,5})?\b`)
+	// scrubIPv6 matches groups of hex digits joined by colons with at
+	// least two colons and at least one hex digit, which catches every
+	// IPv6 address written in text and few other things.
+	scrubIPv6 = regexp.MustCompile(`(?i)\[?(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{1,4}\]?(?::[0-9]{1,5})?`)
+)
+
+// Scrub replaces IPv4 and IPv6 addresses (with their ports) in s with
+// "[scrubbed]".
+func Scrub(s string) string {
+	if s == "" {
+		return s
+	}
+	s = scrubIPv4.ReplaceAllString(s, Scrubbed)
+	return scrubIPv6.ReplaceAllStringFunc(s, func(m string) string {
+		// Keep times such as 12:30:45, which have two colons but no hex
+		// letters and groups of two digits.
+		if isClock(m) {
+			return m
+		}
+		return Scrubbed
+	})
+}
+
+// isClock reports whether m looks like hh:mm or hh:mm:ss.
+func isClock(m string) bool {
+	if len(m) != 5 && len(m) != 8 {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if i%3 == 2 {
+			if c != ':' {
+				return false
+			}
+		} else if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,396 @@
+package ooni_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	quicgo "github.com/quic-go/quic-go"
+	"go.uber.org/goleak"
+
+	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/probes/ooni"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// golden compares got with testdata/name, or rewrites it under -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s differs (-want +got):\n%s", name, diff)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	deadline := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"nil", nil, ""},
+		{"refused", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, ooni.FailureConnectionRefused},
+		{"reset", &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, ooni.FailureConnectionReset},
+		{"epipe", &net.OpError{Op: "write", Err: os.NewSyscallError("write", syscall.EPIPE)}, ooni.FailureConnectionReset},
+		{"host unreachable", syscall.EHOSTUNREACH, ooni.FailureHostUnreachable},
+		{"network unreachable", syscall.ENETUNREACH, ooni.FailureNetworkUnreachable},
+		{"etimedout", syscall.ETIMEDOUT, ooni.FailureTimedOut},
+		{"deadline", deadline, ooni.FailureGenericTimeoutError},
+		{"context deadline", fmt.Errorf("dial: %w", context.DeadlineExceeded), ooni.FailureGenericTimeoutError},
+		{"canceled", context.Canceled, ooni.FailureInterrupted},
+		{"transport timeout", fmt.Errorf("quic: dial: %w", transport.ErrTimeout), ooni.FailureGenericTimeoutError},
+		{"eof", io.EOF, ooni.FailureEOFError},
+		{"unexpected eof", fmt.Errorf("read body: %w", io.ErrUnexpectedEOF), ooni.FailureEOFError},
+		{"closed", net.ErrClosed, ooni.FailureConnectionAlreadyClosed},
+		{"nxdomain", &net.DNSError{Err: "no such host", Name: "x.test", IsNotFound: true}, ooni.FailureDNSNXDOMAINError},
+		{"dns timeout", &net.DNSError{Err: "i/o timeout", Name: "x.test", IsTimeout: true}, ooni.FailureGenericTimeoutError},
+		{"dns other", &net.DNSError{Err: "server misbehaving", Name: "x.test"}, ooni.FailureDNSServerMisbehaving},
+		{"dns sentinels", fmt.Errorf("x: %w", ooni.ErrDNSNXDOMAIN), ooni.FailureDNSNXDOMAINError},
+		{"servfail", ooni.ErrDNSServfail, ooni.FailureDNSServfailError},
+		{"refused rcode", ooni.ErrDNSRefused, ooni.FailureDNSRefusedError},
+		{"no answer", ooni.ErrDNSNoAnswer, ooni.FailureDNSNoAnswer},
+		{"bogon", ooni.ErrDNSBogon, ooni.FailureDNSBogonError},
+		{"residual", fmt.Errorf("probes: %w", ooni.ErrResidual), ooni.FailureResidualAvoided},
+		{"unknown scrubbed", errors.New("weird thing at 192.0.2.7:443"), "unknown_failure: weird thing at [scrubbed]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ooni.Classify(tt.err); got != tt.want {
+				t.Errorf("Classify(%v) = %q, want %q", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestClassifyTLS(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"hostname", &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: &x509.Certificate{}, Host: "x.test"}}, ooni.FailureSSLInvalidHostname},
+		{"authority", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, ooni.FailureSSLUnknownAuthority},
+		{"invalid", x509.CertificateInvalidError{Reason: x509.Expired}, ooni.FailureSSLInvalidCertificate},
+		{"record header", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, ooni.FailureSSLFailedHandshake},
+		{"alert", tls.AlertError(40), ooni.FailureSSLFailedHandshake},
+		{"remote alert", &net.OpError{Op: "remote error", Err: errors.New("tls: handshake failure")}, ooni.FailureSSLFailedHandshake},
+		{"reset falls through", syscall.ECONNRESET, ooni.FailureConnectionReset},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ooni.ClassifyTLS(tt.err); got != tt.want {
+				t.Errorf("ClassifyTLS(%v) = %q, want %q", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestClassifyQUIC(t *testing.T) {
+	crypto := func(alert uint8) error {
+		return &quicgo.TransportError{ErrorCode: quicgo.TransportErrorCode(0x100 + uint64(alert)), Remote: true}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"handshake timeout", &quicgo.HandshakeTimeoutError{}, ooni.FailureGenericTimeoutError},
+		{"idle timeout", &quicgo.IdleTimeoutError{}, ooni.FailureGenericTimeoutError},
+		{"stateless reset", &quicgo.StatelessResetError{}, ooni.FailureConnectionReset},
+		{"version", &quicgo.VersionNegotiationError{}, ooni.FailureQUICIncompatibleVersion},
+		{"refused", &quicgo.TransportError{ErrorCode: quicgo.ConnectionRefused, Remote: true}, ooni.FailureConnectionRefused},
+		{"bad certificate", crypto(42), ooni.FailureSSLInvalidCertificate},
+		{"unknown ca", crypto(48), ooni.FailureSSLUnknownAuthority},
+		{"unrecognized name", crypto(112), ooni.FailureSSLInvalidHostname},
+		{"handshake failure", crypto(40), ooni.FailureSSLFailedHandshake},
+		{"no application protocol", crypto(120), ooni.FailureSSLFailedHandshake},
+		{"local x509", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, ooni.FailureSSLUnknownAuthority},
+		{"generic", context.DeadlineExceeded, ooni.FailureGenericTimeoutError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ooni.ClassifyQUIC(tt.err); got != tt.want {
+				t.Errorf("ClassifyQUIC(%v) = %q, want %q", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestClassifyLive classifies errors of real loopback operations.
+func TestClassifyLive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	_, err = net.Dial("tcp", refused)
+	if got := ooni.Classify(err); got != ooni.FailureConnectionRefused {
+		t.Errorf("dial to a closed port: %q, want connection_refused (%v)", got, err)
+	}
+
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc := <-accepted
+	if sc == nil {
+		t.Fatal("no connection accepted")
+	}
+	sc.(*net.TCPConn).SetLinger(0)
+	sc.Close()
+	_, err = c.Read(make([]byte, 1))
+	if got := ooni.Classify(err); got != ooni.FailureConnectionReset {
+		t.Errorf("read after RST: %q, want connection_reset (%v)", got, err)
+	}
+}
+
+func TestScrub(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"your address 203.0.113.9 is blocked", "your address [scrubbed] is blocked"},
+		{"dial tcp 10.0.0.1:443: refused", "dial tcp [scrubbed]: refused"},
+		{"v6 [2001:db8::1]:443 down", "v6 [scrubbed] down"},
+		{"fe80::1%eth0", "[scrubbed]%eth0"},
+		{"at 12:30:45 today", "at 12:30:45 today"},
+		{"version 1.2.3", "version 1.2.3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := ooni.Scrub(tt.in); got != tt.want {
+				t.Errorf("Scrub(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBlockingJSON(t *testing.T) {
+	tests := []struct {
+		b    ooni.Blocking
+		json string
+	}{
+		{ooni.BlockingUnknown, "null"},
+		{ooni.BlockingNone, "false"},
+		{ooni.BlockingDNS, `"dns"`},
+		{ooni.BlockingHTTPDiff, `"http-diff"`},
+		{ooni.BlockingThrottling, `"throttling"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.json, func(t *testing.T) {
+			b, err := json.Marshal(tt.b)
+			if err != nil || string(b) != tt.json {
+				t.Fatalf("Marshal(%q) = %s, %v; want %s", tt.b, b, err, tt.json)
+			}
+			var got ooni.Blocking
+			if err := json.Unmarshal(b, &got); err != nil || got != tt.b {
+				t.Fatalf("Unmarshal(%s) = %q, %v; want %q", b, got, err, tt.b)
+			}
+		})
+	}
+	var b ooni.Blocking
+	for _, bad := range []string{`true`, `""`, `"false"`, `3`} {
+		if err := json.Unmarshal([]byte(bad), &b); err == nil {
+			t.Errorf("Unmarshal(%s) succeeded", bad)
+		}
+	}
+}
+
+func TestMaybeBinary(t *testing.T) {
+	tests := []struct {
+		name, in, json string
+	}{
+		{"utf8", "<b>blocked</b>", `"<b>blocked</b>"`},
+		{"binary", "\xff\xfe\x00", `{"data":"//4A","format":"base64"}`},
+		{"scrubbed", "from 198.51.100.4", `"from [scrubbed]"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			err := enc.Encode(ooni.MaybeBinary(tt.in))
+			b := bytes.TrimSpace(buf.Bytes())
+			if err != nil || string(b) != tt.json {
+				t.Fatalf("Marshal = %s, %v; want %s", b, err, tt.json)
+			}
+			var back ooni.MaybeBinary
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Fatal(err)
+			}
+			if tt.name != "scrubbed" && string(back) != tt.in {
+				t.Errorf("round trip = %q, want %q", back, tt.in)
+			}
+		})
+	}
+}
+
+// fakeClock advances by step on every reading.
+type fakeClock struct {
+	t    time.Time
+	step time.Duration
+}
+
+func (c *fakeClock) now() time.Time {
+	c.t = c.t.Add(c.step)
+	return c.t
+}
+
+var start = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// sample builds a measurement that uses every array, with a fake clock.
+func sample() *ooni.Measurement {
+	clk := &fakeClock{t: start, step: 10 * time.Millisecond}
+	tr := ooni.NewTrace(start, clk.now)
+	tx := tr.NewTransaction()
+	ttl := uint32(300)
+	tr.AddQuery(tx, ooni.Query{Engine: "udp", Hostname: "blocked.test", QueryType: "A", ResolverAddress: "127.0.0.1:53",
+		Answers: []ooni.Answer{{AnswerType: "A", IPv4: "10.10.34.35", TTL: &ttl}}, Tags: []string{"system"}}, clk.now())
+	tx = tr.NewTransaction()
+	tr.TCPConnect(tx, "192.0.2.1:443", clk.now(), nil, "target")
+	tr.TLSHandshake(tx, ooni.Handshake{Address: "192.0.2.1:443", ServerName: "blocked.test", Start: clk.now(),
+		Err: &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, Tags: []string{"target"}})
+	tx = tr.NewTransaction()
+	tr.QUICHandshake(tx, ooni.Handshake{Address: "192.0.2.1:443", ServerName: "blocked.test", Start: clk.now(), Err: &quicgo.HandshakeTimeoutError{}})
+	u, _ := url.Parse("http://blocked.test/")
+	req := &http.Request{Method: "GET", URL: u, Header: http.Header{"User-Agent": {"x"}}}
+	resp := &http.Response{StatusCode: 403, Header: http.Header{"Server": {"censor"}, "X-Block": {"1"}}}
+	tr.AddRequest(tx, ooni.RoundTrip{Network: "tcp", Address: "blocked.test:80", Request: req, Response: resp,
+		Body: []byte("<title>Access denied</title> your IP 203.0.113.50"), BodyLength: 50, Start: clk.now()})
+	tr.Event(tx, ooni.OpRead, "tcp", "192.0.2.1:80", 16384, clk.now(), io.EOF)
+	keys := tr.Keys()
+	keys.Fail(ooni.FailureConnectionReset, ooni.OpTLSHandshake)
+	keys.Blocking, keys.Accessible = ooni.BlockingTLS, ooni.Bool(false)
+	end := clk.now()
+	return &ooni.Measurement{
+		DataFormatVersion:    ooni.DataFormatVersion,
+		Extensions:           ooni.Extensions(),
+		Input:                "blocked.test:443",
+		MeasurementStartTime: ooni.FormatTime(start),
+		ProbeASN:             ooni.DefaultProbeASN,
+		ProbeCC:              ooni.DefaultProbeCC,
+		ProbeIP:              ooni.DefaultProbeIP,
+		ReportID:             "20250301T120000Z_xcommucatsniblocking_ZZ_0_n1_AAAAAAAAAAAAAAAA",
+		ResolverASN:          ooni.DefaultResolverASN,
+		ResolverIP:           ooni.DefaultResolverIP,
+		SoftwareName:         "commucat",
+		SoftwareVersion:      "test",
+		TestKeys:             &keys,
+		TestName:             "x_commucat_sni_blocking",
+		TestRuntime:          ooni.Seconds(end.Sub(start)),
+		TestStartTime:        ooni.FormatTime(start),
+		TestVersion:          "0.1.0",
+	}
+}
+
+func TestWriterGolden(t *testing.T) {
+	var buf bytes.Buffer
+	w := ooni.NewWriter(&buf)
+	m := sample()
+	if err := w.Write(m); err != nil {
+		t.Fatal(err)
+	}
+	empty := *m
+	empty.Input = ""
+	k := ooni.NewTrace(start, nil).Keys()
+	empty.TestKeys = &k
+	if err := w.Write(&empty); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 2 {
+		t.Fatalf("%d lines, want 2", n)
+	}
+	golden(t, "measurements.jsonl", buf.Bytes())
+
+	// Every line is one JSON object with OONI's envelope keys.
+	for i, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		for _, key := range []string{"data_format_version", "input", "measurement_start_time", "probe_asn", "probe_cc",
+			"report_id", "software_name", "software_version", "test_keys", "test_name", "test_runtime", "test_start_time"} {
+			if _, ok := obj[key]; !ok {
+				t.Errorf("line %d lacks %q", i, key)
+			}
+		}
+		tk := obj["test_keys"].(map[string]any)
+		for _, key := range []string{"queries", "tcp_connect", "tls_handshakes", "requests", "network_events", "failure", "blocking"} {
+			if _, ok := tk[key]; !ok {
+				t.Errorf("line %d: test_keys lack %q", i, key)
+			}
+		}
+	}
+	if strings.Contains(buf.String(), "203.0.113.50") {
+		t.Error("the report leaks an address from a response body")
+	}
+}
+
+func TestFormatTime(t *testing.T) {
+	loc := time.FixedZone("X", 3*3600)
+	got := ooni.FormatTime(time.Date(2025, 1, 2, 6, 4, 5, 999, loc))
+	if got != "2025-01-02 03:04:05" {
+		t.Errorf("FormatTime = %q", got)
+	}
+}
+
+func BenchmarkMarshal(b *testing.B) {
+	m := sample()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ooni.Marshal(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkClassify(b *testing.B) {
+	err := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	b.ReportAllocs()
+	for b.Loop() {
+		ooni.Classify(err)
+	}
+}

@@ -23,7 +23,7 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	var size int64
-	var runs int
+	var runs, repeat int
 	var only []string
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -48,27 +48,52 @@ on 127.0.0.1; nothing else is contacted.`,
 			defer os.RemoveAll(dir)
 			log := slog.New(slog.DiscardHandler)
 			ctx := cmd.Context()
-			base, err := benchRawTCP(ctx, size)
-			if err != nil {
-				return fmt.Errorf("raw tcp: %w", err)
-			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "transport\tgoodput MB/s\tratio to raw TCP\tsession set-up (median of %d)\n", runs)
-			fmt.Fprintf(w, "raw tcp\t%.0f\t1.00\t-\n", base)
+			fmt.Fprintf(w, "transport\tgoodput MB/s\traw TCP MB/s\tratio to raw TCP\tratio to tcp+session\tsession set-up\n")
+			var tcpRatio float64
 			for _, name := range names {
-				r, err := benchTransport(ctx, dir, name, size, runs, log)
-				if err != nil {
-					return fmt.Errorf("%s: %w", name, err)
+				// Each measurement is paired with a raw TCP one taken just
+				// before it; the ratio is the median of the pairs.
+				var ratios, goodputs, bases []float64
+				var setup time.Duration
+				for range repeat {
+					base, err := benchRawTCP(ctx, size)
+					if err != nil {
+						return fmt.Errorf("raw tcp: %w", err)
+					}
+					r, err := benchTransport(ctx, dir, name, size, runs, log)
+					if err != nil {
+						return fmt.Errorf("%s: %w", name, err)
+					}
+					ratios = append(ratios, r.goodput/base)
+					goodputs = append(goodputs, r.goodput)
+					bases = append(bases, base)
+					setup = r.setup
 				}
-				fmt.Fprintf(w, "%s\t%.0f\t%.2f\t%s\n", name, r.goodput, r.goodput/base, r.setup.Round(10*time.Microsecond))
+				ratio := median(ratios)
+				if name == "tcp" {
+					tcpRatio = ratio
+				}
+				rel := "-"
+				if tcpRatio > 0 {
+					rel = fmt.Sprintf("%.2f", ratio/tcpRatio)
+				}
+				fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.2f\t%s\t%s\n", name, median(goodputs), median(bases), ratio, rel, setup.Round(10*time.Microsecond))
 			}
 			return w.Flush()
 		},
 	}
 	cmd.Flags().Int64Var(&size, "bytes", 64<<20, "bytes to send per goodput measurement")
-	cmd.Flags().IntVar(&runs, "setups", 10, "session set-ups to time per transport")
+	cmd.Flags().IntVar(&runs, "setups", 10, "session set-ups to time per transport (the median is shown)")
+	cmd.Flags().IntVar(&repeat, "repeat", 3, "paired measurements per transport (the median is shown)")
 	cmd.Flags().StringSliceVar(&only, "transport", nil, "measure only these transports")
 	return cmd
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // mbps is a goodput in MB/s (10^6 bytes).

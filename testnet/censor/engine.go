@@ -329,6 +329,10 @@ func (e *Engine) Packet(dir Direction, pkt []byte, now time.Time) Verdict {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if len(e.rules) == 0 && len(e.res.m) == 0 {
+		e.stats.Packets++ // nothing to censor: no flow state either
+		return Verdict{}
+	}
 	p := &e.pkt
 	if err := packet.ParseInto(p, pkt); err != nil {
 		e.stats.Malformed++
@@ -387,6 +391,7 @@ func (e *Engine) Packet(dir Direction, pkt []byte, now time.Time) Verdict {
 	observed := false
 	if f.live != 0 {
 		observed = e.evaluate(f, side, p, now, &v)
+		f.release(e.needStream)
 	}
 	if f.throttle != nil && v.Action != Drop {
 		e.applyThrottle(f, side, len(pkt), now, &v)

@@ -163,6 +163,21 @@ func (f *flow) reassemble(seq uint32, payload []byte, limit int) {
 	}
 }
 
+// release drops the bytes and parsed messages no live rule of f needs
+// any more, so a long flow holds only its counters and sequence state.
+// stream is the set of rules that read the reassembled stream.
+func (f *flow) release(stream uint64) {
+	if f.live&stream == 0 && f.stream != nil {
+		f.stream, f.streamEnd = nil, true
+	}
+	if f.live == 0 {
+		f.first = [maxFirst][]byte{}
+		f.helloVal = [2]*ClientHello{}
+		f.httpVal = [2]HTTPRequest{}
+		f.quicVal, f.quicAsm = nil, nil
+	}
+}
+
 // flowTable holds the flows by key, and a list ordered by last activity
 // for idle expiry and eviction. It is not safe for concurrent use; the
 // engine's mutex guards it.

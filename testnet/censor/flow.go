@@ -114,14 +114,6 @@ type flow struct {
 	resGen   uint64 // residual generation last checked
 }
 
-// side returns which end sent p.
-func (f *flow) side(p *packet.Packet) Side {
-	if p.SrcAddrPort() == f.key.Client && p.DstAddrPort() == f.key.Server {
-		return Client
-	}
-	return Server
-}
-
 // addFirst keeps a copy of a client data payload if fewer than maxFirst
 // are kept.
 func (f *flow) addFirst(payload []byte) {

@@ -10,9 +10,31 @@ import (
 	"time"
 )
 
-// A censor profile is a YAML file that composes the rule primitives of
-// this package into one censor, so that a new censor needs no code. Its
-// schema, every key optional unless marked:
+// Defaults of FlowConfig.
+const (
+	// DefaultFlowIdle is how long a flow lives without packets.
+	DefaultFlowIdle = 2 * time.Minute
+	// DefaultMaxFlows is how many flows the table keeps.
+	DefaultMaxFlows = 1 << 16
+	// DefaultMaxResiduals is how many residual-block entries are kept.
+	DefaultMaxResiduals = 1 << 16
+	// MaxReassembly caps FlowConfig.Reassembly.
+	MaxReassembly = 1 << 20
+	// MaxRules is how many rules a profile may have.
+	MaxRules = 64
+)
+
+// Profile is one censor: its flow-table parameters, the link impairments
+// the topology applies, the active prober's parameters and the rules,
+// evaluated in order. Build it with ParseProfile or LoadProfile, which
+// validate it; an Engine keeps its own compiled copy. A Profile is a value
+// that is not modified after parsing, safe for concurrent reads.
+//
+// # YAML schema
+//
+// A profile file composes the rule primitives of this package into one
+// censor, so that a new censor needs no code. Every key is optional
+// unless marked:
 //
 //	name: gfw-sni                # required: names the profile in the action log
 //	description: ...
@@ -62,26 +84,6 @@ import (
 // Decoding is strict: an unknown key, a value of the wrong kind, a
 // duplicate key or a YAML alias is an error naming the key's path, such as
 // rules[2].match.fet.probability, and its line.
-
-// Defaults of FlowConfig.
-const (
-	// DefaultFlowIdle is how long a flow lives without packets.
-	DefaultFlowIdle = 2 * time.Minute
-	// DefaultMaxFlows is how many flows the table keeps.
-	DefaultMaxFlows = 1 << 16
-	// DefaultMaxResiduals is how many residual-block entries are kept.
-	DefaultMaxResiduals = 1 << 16
-	// MaxReassembly caps FlowConfig.Reassembly.
-	MaxReassembly = 1 << 20
-	// MaxRules is how many rules a profile may have.
-	MaxRules = 64
-)
-
-// Profile is one censor: its flow-table parameters, the link impairments
-// the topology applies, the active prober's parameters and the rules,
-// evaluated in order. Build it with ParseProfile or LoadProfile, which
-// validate it; an Engine keeps its own compiled copy. A Profile is a value
-// that is not modified after parsing, safe for concurrent reads.
 type Profile struct {
 	// Name names the profile in the action log.
 	Name string `yaml:"name"`
@@ -274,7 +276,8 @@ type Match struct {
 	// the threshold.
 	BytesS2C *BytesS2C `yaml:"bytes-s2c"`
 	// DNS holds for a client packet that is a DNS query for one of the
-	// names, over UDP or TCP, to port 53 unless Ports says otherwise.
+	// names, over UDP or TCP (a query in one segment), to port 53 unless
+	// Ports says otherwise.
 	DNS *DNSMatch `yaml:"dns"`
 }
 

@@ -781,3 +781,26 @@ func TestNilProfile(t *testing.T) {
 	c.handshake()
 	wantAction(t, "data", c.data(Client, randomPayload(t, 100)), Pass)
 }
+
+// TestIPv6 runs the SNI rule over IPv6 (2001:2::/48, RFC 5180): the
+// forged resets are IPv6 packets with the flow's sequence numbers.
+func TestIPv6(t *testing.T) {
+	e := newTestEngine(t, mustProfile(t, sniProfile), 1)
+	c6 := netip.MustParseAddrPort("[2001:2::2]:40000")
+	s6 := netip.MustParseAddrPort("[2001:2:0:1::2]:443")
+	c := newConn(t, e, c6, s6)
+	c.handshake()
+	helloSeq := c.cseq
+	v := c.data(Client, captureGoHello(t, "blocked.example", nil))
+	wantAction(t, "hello", v, Drop)
+	if len(v.Inject) != 2 {
+		t.Fatalf("injected %d", len(v.Inject))
+	}
+	got := describeTCP(t, v.Inject[1].Packet)
+	if want := (rstOf{Src: c6, Dst: s6, Seq: helloSeq, Ack: serverISN + 1, Flags: "RST|ACK"}); got != want {
+		t.Errorf("reset toward the server %+v, want %+v", got, want)
+	}
+	if p := parsed(t, v.Inject[0].Packet); p.Version != 6 {
+		t.Errorf("reset is IPv%d", p.Version)
+	}
+}

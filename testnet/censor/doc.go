@@ -42,9 +42,10 @@
 //     TSPU send them, and forged DNS answers that echo the query's ID and
 //     question, as the GFW's DNS injector does.
 //
-// The primitives decide; they do not keep flow tables, timers or logs:
-// residual blocking, idle expiry and the action log belong to the flow
-// engine that calls them. Parsers of outside bytes never panic, check
+// The primitives decide and keep no state. The flow engine (Engine, built
+// from a YAML Profile) composes them: it keeps the flow table, residual
+// blocks, idle expiry and the JSON action log, and an active Prober checks
+// suspected servers. Parsers of outside bytes never panic, check
 // every length before use and cap what they buffer. Every function here is
 // safe for concurrent use unless its doc says otherwise.
 package censor

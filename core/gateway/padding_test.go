@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -15,7 +17,12 @@ import (
 	"github.com/commucat/commucat/core/padding"
 	"github.com/commucat/commucat/core/router"
 	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/transports/kcp"
+	"github.com/commucat/commucat/transports/obfs4"
+	"github.com/commucat/commucat/transports/quic"
+	"github.com/commucat/commucat/transports/reality"
 	"github.com/commucat/commucat/transports/tcp"
+	"github.com/commucat/commucat/transports/websocket"
 )
 
 // recorder wraps a transport and records the size of every write on the
@@ -86,6 +93,41 @@ func (r *recorder) conn(i int) []int {
 // differ between two sessions with one gateway, and that the ML-KEM
 // messages no longer have their bare sizes.
 func TestOpeningLengthsDiffer(t *testing.T) {
+	cover := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer cover.Close()
+	for _, tc := range []struct {
+		name         string
+		client       transport.Factory
+		server       transport.ServerFactory
+		serverParams transport.Params
+	}{
+		{"tcp", tcp.Factory, tcp.ServerFactory, nil},
+		{"quic", quic.Factory, quic.ServerFactory, nil},
+		{"kcp", kcp.Factory, kcp.ServerFactory, nil},
+		{"websocket", websocket.Factory, websocket.ServerFactory, nil},
+		{"obfs4", obfs4.Factory, obfs4.ServerFactory, nil},
+		{"reality", reality.Factory, reality.ServerFactory, transport.Params{"dest": cover.Listener.Addr().String(), "sni": "cover.test"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srvT, pub, err := tc.server(tc.serverParams, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cliT, err := tc.client(pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range []transport.Transport{srvT, cliT} {
+				if c, ok := x.(interface{ Close() error }); ok {
+					defer c.Close()
+				}
+			}
+			openingLengthsDiffer(t, srvT, cliT)
+		})
+	}
+}
+
+func openingLengthsDiffer(t *testing.T, srvT, cliT transport.Transport) {
 	seed, err := padding.NewSeed()
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +135,7 @@ func TestOpeningLengthsDiffer(t *testing.T) {
 	prof := padding.New(seed)
 	gw, _ := handshake.GenerateStatic()
 	defer gw.Wipe()
-	srvRec := &recorder{Transport: tcp.New()}
+	srvRec := &recorder{Transport: srvT}
 	srv, err := gateway.New(gateway.Config{
 		Static:    gw,
 		Endpoints: []gateway.Endpoint{{Transport: srvRec, Addr: "127.0.0.1:0"}},
@@ -113,7 +155,7 @@ func TestOpeningLengthsDiffer(t *testing.T) {
 	go func() { done <- srv.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	cliRec := &recorder{Transport: tcp.New()}
+	cliRec := &recorder{Transport: cliT}
 	reg := new(transport.Registry)
 	reg.Register("tcp", func(transport.Params) (transport.Transport, error) { return cliRec, nil })
 	for range 2 {

@@ -100,16 +100,22 @@ func roundTrip(t testing.TB, c net.Conn, msg string) {
 }
 
 func TestKilledMidTransfer(t *testing.T) {
+	// "good" is TCP spliced through the plugin, which is killed; "tcp"
+	// hands its sockets over, so they do not depend on the plugin at all.
 	dir := pluginDir(t, map[string]string{
 		"tcp":  buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp"),
 		"good": faultyBin(t),
+		"kcp":  buildPlugin(t, "kcp", "./cmd/commucat-transport-kcp"),
 	})
 	h, r := startHost(t, HostConfig{Backoff: 10 * time.Millisecond}, dir)
-	other, _, _ := echoConn(t, r, "good")
-	roundTrip(t, other, "before")
+	others := map[string]net.Conn{}
+	for _, name := range []string{"tcp", "kcp"} {
+		others[name], _, _ = echoConn(t, r, name)
+		roundTrip(t, others[name], "before")
+	}
 
-	c, client, ln := echoConn(t, r, "tcp")
-	old := currentGen(t, h, "tcp")
+	c, client, ln := echoConn(t, r, "good")
+	old := currentGen(t, h, "good")
 	progress := make(chan struct{})
 	readErr := make(chan error, 1)
 	writeErr := make(chan error, 1)
@@ -154,7 +160,7 @@ func TestKilledMidTransfer(t *testing.T) {
 	// The plugin comes back and the listener listens again.
 	ctx := testCtx(t)
 	for {
-		st, err := h.Stats(ctx, "tcp")
+		st, err := h.Stats(ctx, "good")
 		if err != nil {
 			t.Fatalf("Stats: %v", err)
 		}
@@ -165,7 +171,7 @@ func TestKilledMidTransfer(t *testing.T) {
 			break
 		}
 	}
-	if g := currentGen(t, h, "tcp"); g == old || g.pid() == old.pid() {
+	if g := currentGen(t, h, "good"); g == old || g.pid() == old.pid() {
 		t.Fatalf("still generation %d, pid %d", g.n, g.pid())
 	}
 	c2, err := client.Dial(ctx, ln.Addr().String())
@@ -174,7 +180,9 @@ func TestKilledMidTransfer(t *testing.T) {
 	}
 	defer c2.Close()
 	roundTrip(t, c2, "after the restart")
-	roundTrip(t, other, "undisturbed")
+	for name, other := range others {
+		roundTrip(t, other, "undisturbed "+name)
+	}
 }
 
 func TestHangingCalls(t *testing.T) {
@@ -289,4 +297,22 @@ func TestStderrJunk(t *testing.T) {
 			t.Errorf("host log lacks %q", want)
 		}
 	}
+}
+
+// TestHandOverSurvivesPlugin checks that a connection whose socket the
+// plugin handed over does not depend on the plugin process any more.
+func TestHandOverSurvivesPlugin(t *testing.T) {
+	h, r := startHost(t, HostConfig{Backoff: 10 * time.Millisecond},
+		pluginDir(t, map[string]string{"tcp": buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")}))
+	c, _, _ := echoConn(t, r, "tcp")
+	if _, ok := c.(*sockConn); !ok {
+		t.Fatalf("tcp connection is a %T, want a handed-over *sockConn", c)
+	}
+	roundTrip(t, c, "before")
+	g := currentGen(t, h, "tcp")
+	if err := syscall.Kill(g.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	g.deathReason()
+	roundTrip(t, c, "after the plugin died")
 }

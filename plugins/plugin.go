@@ -437,7 +437,8 @@ type generation struct {
 
 // hostFlow is what the host knows of an open flow.
 type hostFlow struct {
-	eof bool // the plugin announced the clean end of its stream
+	eof  bool     // the plugin announced the clean end of its stream
+	sock *os.File // a socket the plugin handed over, not yet taken
 }
 
 func (g *generation) pid() int {
@@ -513,24 +514,65 @@ func (g *generation) readCtl() {
 	}
 }
 
-// handleCtl handles a message from the plugin: only EOF may come.
+// handleCtl handles a message from the plugin: EOF, or HANDOVER with a
+// connected TCP socket.
 func (g *generation) handleCtl(m ctl.Msg, fds []int) error {
-	if len(fds) > 0 {
-		closeFDs(fds)
-		return &ctl.ViolationError{Reason: "the plugin sent descriptors"}
+	want := 0
+	if m.Type == ctl.TypeHandOver {
+		want = 1
 	}
-	if m.Type != ctl.TypeEOF {
+	switch {
+	case m.Type != ctl.TypeEOF && m.Type != ctl.TypeHandOver:
+		closeFDs(fds)
 		return &ctl.ViolationError{Reason: fmt.Sprintf("the plugin sent %s", m.Type)}
+	case len(fds) != want:
+		closeFDs(fds)
+		return &ctl.ViolationError{Reason: fmt.Sprintf("%s with %d descriptors", m.Type, len(fds))}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if m.Flow > g.lastFlow {
-		return &ctl.ViolationError{Reason: fmt.Sprintf("EOF for flow %d, which was never opened", m.Flow)}
+		closeFDs(fds)
+		return &ctl.ViolationError{Reason: fmt.Sprintf("%s for flow %d, which was never opened", m.Type, m.Flow)}
 	}
-	if f := g.flows[m.Flow]; f != nil {
-		f.eof = true
+	f := g.flows[m.Flow]
+	if m.Type == ctl.TypeEOF {
+		if f != nil {
+			f.eof = true
+		}
+		return nil
+	}
+	switch {
+	case f == nil: // abandoned meanwhile
+		closeFDs(fds)
+	case f.sock != nil:
+		closeFDs(fds)
+		return &ctl.ViolationError{Reason: fmt.Sprintf("second HANDOVER for flow %d", m.Flow)}
+	default:
+		if err := checkTCPSocket(fds[0]); err != nil {
+			closeFDs(fds)
+			return &ctl.ViolationError{Reason: err.Error()}
+		}
+		f.sock = os.NewFile(uintptr(fds[0]), "handover")
 	}
 	return nil
+}
+
+// takeSocket returns the socket the plugin handed over for flow id, once
+// every control message already received is handled.
+func (g *generation) takeSocket(id uint64) (*os.File, error) {
+	if err := g.ctl.Sync(); err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := g.flows[id]
+	if f == nil || f.sock == nil {
+		return nil, fmt.Errorf("flow %d: handed over, but no socket came", id)
+	}
+	s := f.sock
+	f.sock = nil
+	return s, nil
 }
 
 func closeFDs(fds []int) {
@@ -573,8 +615,12 @@ func (g *generation) openFlow(ctx context.Context) (uint64, *net.UnixConn, error
 // forget drops a flow's state.
 func (g *generation) forget(id uint64) {
 	g.mu.Lock()
+	f := g.flows[id]
 	delete(g.flows, id)
 	g.mu.Unlock()
+	if f != nil && f.sock != nil {
+		f.sock.Close()
+	}
 }
 
 // abandon drops a flow whose Dial or Accept failed and tells the plugin.

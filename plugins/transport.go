@@ -183,7 +183,7 @@ func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return c.netConn(), nil
 }
 
-func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
+func (t *Transport) dial(ctx context.Context, addr string) (flowConn, error) {
 	ctx, cancel := withTimeout(ctx, t.p.h.cfg.DialTimeout)
 	defer cancel()
 	for try := 0; ; try++ {
@@ -215,7 +215,7 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 	return context.WithTimeoutCause(ctx, d, fmt.Errorf("no answer from the plugin within %v: %w", d, context.DeadlineExceeded))
 }
 
-func (t *Transport) dialOn(ctx context.Context, g *generation, inst uint64, addr string) (*conn, error) {
+func (t *Transport) dialOn(ctx context.Context, g *generation, inst uint64, addr string) (flowConn, error) {
 	id, uc, err := g.openFlow(ctx)
 	if err != nil {
 		return nil, err
@@ -232,7 +232,41 @@ func (t *Transport) dialOn(ctx context.Context, g *generation, inst uint64, addr
 		g.abandon(id)
 		return nil, g.callErr(ctx, "dial "+addr, err)
 	}
+	if r.GetHandedOver() {
+		return g.handedOver(ctx, "dial "+addr, id, uc)
+	}
 	return newConn(g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
+}
+
+// flowConn is a connection through a plugin before it is handed out.
+type flowConn interface {
+	// netConn returns the connection to hand out.
+	netConn() net.Conn
+	// release closes a connection that is not handed out.
+	release()
+}
+
+// handedOver takes the TCP socket the plugin handed over for flow id in
+// place of the socket pair uc.
+func (g *generation) handedOver(ctx context.Context, op string, id uint64, uc *net.UnixConn) (flowConn, error) {
+	uc.Close()
+	f, err := g.takeSocket(id)
+	if err != nil {
+		g.abandon(id)
+		return nil, g.callErr(ctx, op, g.violation(op, err))
+	}
+	g.forget(id)
+	defer f.Close()
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, &opError{name: g.p.info.Name, op: op, err: err}
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		nc.Close()
+		return nil, &opError{name: g.p.info.Name, op: op, err: fmt.Errorf("handed over a %T", nc)}
+	}
+	return &sockConn{TCPConn: tc, name: g.p.info.Name, h: g.p.h}, nil
 }
 
 // Listen starts a listener in the plugin. ctx and CallTimeout bound the
@@ -340,7 +374,7 @@ func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 
 var errGenDied = errors.New("plugin died")
 
-func (l *listener) acceptOnce(ctx context.Context) (*conn, error) {
+func (l *listener) acceptOnce(ctx context.Context) (flowConn, error) {
 	g, lid, err := l.current(ctx)
 	if err != nil {
 		return nil, err
@@ -367,6 +401,9 @@ func (l *listener) acceptOnce(ctx context.Context) (*conn, error) {
 			return nil, errGenDied
 		}
 		return nil, err
+	}
+	if r.GetHandedOver() {
+		return g.handedOver(ctx, "accept", id, uc)
 	}
 	return newConn(g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
 }
@@ -628,18 +665,99 @@ func (c *conn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadlin
 
 // wrap wraps an I/O error with its core/transport sentinel.
 func (c *conn) wrap(op string, err error) error {
+	if isReset(err) {
+		err = fmt.Errorf("flow %d ended abnormally (%s): %w", c.id, c.why(c.g.ctl.Sync()), err)
+	}
+	return wrapIO(c.g.p.info.Name, op, err)
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// wrapIO wraps an I/O error with its core/transport sentinel.
+func wrapIO(name, op string, err error) error {
 	var ne net.Error
 	var kind error
 	switch {
-	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED):
+	case isReset(err):
 		kind = transport.ErrRefused
-		err = fmt.Errorf("flow %d ended abnormally (%s): %w", c.id, c.why(c.g.ctl.Sync()), err)
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		kind = transport.ErrTimeout
 	case errors.Is(err, net.ErrClosed):
 		kind = transport.ErrClosed
 	}
-	return &opError{name: c.g.p.info.Name, op: op, kind: kind, err: err}
+	return &opError{name: name, op: op, kind: kind, err: err}
+}
+
+// sockConn is a TCP connection a plugin handed over: the core reads and
+// writes the socket itself. Its errors wrap the core/transport sentinels
+// as a conn's do; the rest of *net.TCPConn's methods are promoted.
+type sockConn struct {
+	*net.TCPConn
+	name      string
+	h         *Host
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (c *sockConn) netConn() net.Conn { return c }
+
+func (c *sockConn) release() { c.TCPConn.Close() }
+
+// Read reads from the connection.
+func (c *sockConn) Read(b []byte) (int, error) {
+	n, err := c.TCPConn.Read(b)
+	if err != nil && err != io.EOF {
+		err = wrapIO(c.name, "read", err)
+	}
+	return n, err
+}
+
+// Write writes to the connection.
+func (c *sockConn) Write(b []byte) (int, error) {
+	n, err := c.TCPConn.Write(b)
+	if err != nil {
+		err = wrapIO(c.name, "write", err)
+	}
+	return n, err
+}
+
+// ReadFrom copies r into the connection, with splice where the kernel can.
+func (c *sockConn) ReadFrom(r io.Reader) (int64, error) {
+	n, err := c.TCPConn.ReadFrom(r)
+	if err != nil {
+		err = wrapIO(c.name, "write", err)
+	}
+	return n, err
+}
+
+// WriteTo copies the connection into w until EOF.
+func (c *sockConn) WriteTo(w io.Writer) (int64, error) {
+	n, err := c.TCPConn.WriteTo(w)
+	if err != nil {
+		err = wrapIO(c.name, "read", err)
+	}
+	return n, err
+}
+
+// CloseWrite ends the stream towards the peer.
+func (c *sockConn) CloseWrite() error {
+	if err := c.TCPConn.CloseWrite(); err != nil {
+		return wrapIO(c.name, "close write", err)
+	}
+	return nil
+}
+
+// Close closes the connection.
+func (c *sockConn) Close() error {
+	c.closeOnce.Do(func() {
+		if err := c.TCPConn.Close(); err != nil {
+			c.closeErr = wrapIO(c.name, "close", err)
+		}
+		c.h.flowDone()
+	})
+	return c.closeErr
 }
 
 // opError is an error of a plugin transport: it matches both its

@@ -12,5 +12,5 @@ import (
 var version = "dev"
 
 func main() {
-	sdk.Serve(sdk.Plugin{Name: tcp.Name, Version: version, Client: tcp.Factory, Server: tcp.ServerFactory})
+	sdk.Serve(sdk.Plugin{Name: tcp.Name, Version: version, Client: tcp.Factory, Server: tcp.ServerFactory, HandOver: true})
 }

@@ -713,11 +713,14 @@ func (x *DialRequest) GetAddr() string {
 }
 
 type DialResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
-	Local         *Addr                  `protobuf:"bytes,2,opt,name=local,proto3" json:"local,omitempty"`
-	Remote        *Addr                  `protobuf:"bytes,3,opt,name=remote,proto3" json:"remote,omitempty"`
-	HalfClose     bool                   `protobuf:"varint,4,opt,name=half_close,json=halfClose,proto3" json:"half_close,omitempty"` // the connection honours a half close (CloseWrite)
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Error     *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Local     *Addr                  `protobuf:"bytes,2,opt,name=local,proto3" json:"local,omitempty"`
+	Remote    *Addr                  `protobuf:"bytes,3,opt,name=remote,proto3" json:"remote,omitempty"`
+	HalfClose bool                   `protobuf:"varint,4,opt,name=half_close,json=halfClose,proto3" json:"half_close,omitempty"` // the connection honours a half close (CloseWrite)
+	// handed_over: the plugin sent the connection's own TCP socket in a
+	// HANDOVER control message, which replaces the flow's socket pair.
+	HandedOver    bool `protobuf:"varint,5,opt,name=handed_over,json=handedOver,proto3" json:"handed_over,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -776,6 +779,13 @@ func (x *DialResponse) GetRemote() *Addr {
 func (x *DialResponse) GetHalfClose() bool {
 	if x != nil {
 		return x.HalfClose
+	}
+	return false
+}
+
+func (x *DialResponse) GetHandedOver() bool {
+	if x != nil {
+		return x.HandedOver
 	}
 	return false
 }
@@ -950,6 +960,7 @@ type AcceptResponse struct {
 	Local         *Addr                  `protobuf:"bytes,2,opt,name=local,proto3" json:"local,omitempty"`
 	Remote        *Addr                  `protobuf:"bytes,3,opt,name=remote,proto3" json:"remote,omitempty"`
 	HalfClose     bool                   `protobuf:"varint,4,opt,name=half_close,json=halfClose,proto3" json:"half_close,omitempty"`
+	HandedOver    bool                   `protobuf:"varint,5,opt,name=handed_over,json=handedOver,proto3" json:"handed_over,omitempty"` // as in DialResponse
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1008,6 +1019,13 @@ func (x *AcceptResponse) GetRemote() *Addr {
 func (x *AcceptResponse) GetHalfClose() bool {
 	if x != nil {
 		return x.HalfClose
+	}
+	return false
+}
+
+func (x *AcceptResponse) GetHandedOver() bool {
+	if x != nil {
+		return x.HandedOver
 	}
 	return false
 }
@@ -1417,13 +1435,15 @@ const file_transport_proto_rawDesc = "" +
 	"\vDialRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\x04R\binstance\x12\x12\n" +
 	"\x04flow\x18\x02 \x01(\x04R\x04flow\x12\x12\n" +
-	"\x04addr\x18\x03 \x01(\tR\x04addr\"\xc0\x01\n" +
+	"\x04addr\x18\x03 \x01(\tR\x04addr\"\xe1\x01\n" +
 	"\fDialResponse\x12/\n" +
 	"\x05error\x18\x01 \x01(\v2\x19.commucat.plugin.v1.ErrorR\x05error\x12.\n" +
 	"\x05local\x18\x02 \x01(\v2\x18.commucat.plugin.v1.AddrR\x05local\x120\n" +
 	"\x06remote\x18\x03 \x01(\v2\x18.commucat.plugin.v1.AddrR\x06remote\x12\x1d\n" +
 	"\n" +
-	"half_close\x18\x04 \x01(\bR\thalfClose\"?\n" +
+	"half_close\x18\x04 \x01(\bR\thalfClose\x12\x1f\n" +
+	"\vhanded_over\x18\x05 \x01(\bR\n" +
+	"handedOver\"?\n" +
 	"\rListenRequest\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\x04R\binstance\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x8b\x01\n" +
@@ -1433,13 +1453,15 @@ const file_transport_proto_rawDesc = "" +
 	"\x04addr\x18\x03 \x01(\v2\x18.commucat.plugin.v1.AddrR\x04addr\"?\n" +
 	"\rAcceptRequest\x12\x1a\n" +
 	"\blistener\x18\x01 \x01(\x04R\blistener\x12\x12\n" +
-	"\x04flow\x18\x02 \x01(\x04R\x04flow\"\xc2\x01\n" +
+	"\x04flow\x18\x02 \x01(\x04R\x04flow\"\xe3\x01\n" +
 	"\x0eAcceptResponse\x12/\n" +
 	"\x05error\x18\x01 \x01(\v2\x19.commucat.plugin.v1.ErrorR\x05error\x12.\n" +
 	"\x05local\x18\x02 \x01(\v2\x18.commucat.plugin.v1.AddrR\x05local\x120\n" +
 	"\x06remote\x18\x03 \x01(\v2\x18.commucat.plugin.v1.AddrR\x06remote\x12\x1d\n" +
 	"\n" +
-	"half_close\x18\x04 \x01(\bR\thalfClose\"T\n" +
+	"half_close\x18\x04 \x01(\bR\thalfClose\x12\x1f\n" +
+	"\vhanded_over\x18\x05 \x01(\bR\n" +
+	"handedOver\"T\n" +
 	"\fCloseRequest\x12\x1c\n" +
 	"\blistener\x18\x01 \x01(\x04H\x00R\blistener\x12\x1c\n" +
 	"\binstance\x18\x02 \x01(\x04H\x00R\binstanceB\b\n" +

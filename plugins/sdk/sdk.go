@@ -94,6 +94,15 @@ type Plugin struct {
 	Server ServerFactory
 	// Params documents the accepted parameters.
 	Params []Param
+	// HandOver says that the transport's connections carry the stream
+	// unchanged on their own TCP socket, with no framing or encryption in
+	// this process (plain TCP). The SDK then hands each connection's
+	// socket itself to the host instead of splicing it, and this process
+	// leaves the data path: the connection runs at the kernel's speed.
+	// Connections that are not TCP sockets are spliced as usual. Never
+	// set it for a transport that transforms the bytes it carries: the
+	// host would read them untransformed.
+	HandOver bool
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

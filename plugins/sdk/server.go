@@ -297,6 +297,39 @@ func (s *server) start(f *flow, tc net.Conn, uc *net.UnixConn) {
 
 type closeWriter interface{ CloseWrite() error }
 
+// handOver sends c's own TCP socket to the host in place of flow f's
+// socket pair, if the plugin allows it and c is a TCP socket. On success
+// c and uc are closed (the host holds its own descriptor of the socket)
+// and f is forgotten.
+func (s *server) handOver(f *flow, c net.Conn, uc *net.UnixConn) bool {
+	if !s.p.HandOver {
+		return false
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	dup := -1
+	raw.Control(func(fd uintptr) { dup = dupTCP(int(fd)) }) //nolint:errcheck // dup stays -1
+	if dup < 0 {
+		return false
+	}
+	file := os.NewFile(uintptr(dup), "handover")
+	defer file.Close()
+	if err := s.ctl.Send(ctl.Msg{Type: ctl.TypeHandOver, Flow: f.id}, file, time.Time{}); err != nil {
+		return false
+	}
+	s.st.flowsTotal.Add(1)
+	c.Close()
+	uc.Close()
+	s.drop(f)
+	return true
+}
+
 // up copies the host's bytes to the transport. A clean end of the host's
 // stream is a half close if the host sent EOF first, else a close.
 func (s *server) up(f *flow) {
@@ -444,8 +477,12 @@ func (s *server) Dial(ctx context.Context, req *proto.DialRequest) (*proto.DialR
 		return &proto.DialResponse{Error: proto.NewError(err)}, nil
 	}
 	_, half := c.(closeWriter)
-	s.start(f, c, uc)
-	return &proto.DialResponse{Local: addrOf(c.LocalAddr()), Remote: addrOf(c.RemoteAddr()), HalfClose: half}, nil
+	r := &proto.DialResponse{Local: addrOf(c.LocalAddr()), Remote: addrOf(c.RemoteAddr()), HalfClose: half}
+	r.HandedOver = s.handOver(f, c, uc)
+	if !r.HandedOver {
+		s.start(f, c, uc)
+	}
+	return r, nil
 }
 
 // Listen opens a listener for an instance.
@@ -487,8 +524,12 @@ func (s *server) Accept(ctx context.Context, req *proto.AcceptRequest) (*proto.A
 	}
 	s.st.accepts.Add(1)
 	_, half := c.(closeWriter)
-	s.start(f, c, uc)
-	return &proto.AcceptResponse{Local: addrOf(c.LocalAddr()), Remote: addrOf(c.RemoteAddr()), HalfClose: half}, nil
+	r := &proto.AcceptResponse{Local: addrOf(c.LocalAddr()), Remote: addrOf(c.RemoteAddr()), HalfClose: half}
+	r.HandedOver = s.handOver(f, c, uc)
+	if !r.HandedOver {
+		s.start(f, c, uc)
+	}
+	return r, nil
 }
 
 // Close closes a listener or an instance.

@@ -26,10 +26,15 @@
 //	         abnormally (its other side died or failed).
 //	3 CLOSE  host to plugin; the host closed flow id after a half close,
 //	         or gave up on a flow whose Dial or Accept call failed.
+//	4 HANDOVER plugin to host; carries exactly one file descriptor: the
+//	         transport connection's own connected TCP socket, which replaces
+//	         flow id's socket pair (the plugin closes its end of the pair
+//	         and keeps no copy of the socket). Sent before the Dial or
+//	         Accept answer that says handed_over.
 //
 // Anything else (another length, magic, version or type, a nonzero
-// reserved byte, a zero id, descriptors on anything but FLOW) is a
-// protocol violation.
+// reserved byte, a zero id, descriptors on anything but FLOW and
+// HANDOVER) is a protocol violation.
 package ctl
 
 import (
@@ -52,9 +57,10 @@ type Type uint8
 
 // The message types; see the package doc.
 const (
-	TypeFlow  Type = 1
-	TypeEOF   Type = 2
-	TypeClose Type = 3
+	TypeFlow     Type = 1
+	TypeEOF      Type = 2
+	TypeClose    Type = 3
+	TypeHandOver Type = 4
 )
 
 // String names the type.
@@ -66,6 +72,8 @@ func (t Type) String() string {
 		return "EOF"
 	case TypeClose:
 		return "CLOSE"
+	case TypeHandOver:
+		return "HANDOVER"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -95,7 +103,7 @@ func Decode(b []byte) (Msg, error) {
 		return Msg{}, fmt.Errorf("%w: header % x", ErrMalformed, b[:4])
 	}
 	m := Msg{Type: Type(b[2]), Flow: binary.BigEndian.Uint64(b[4:])}
-	if m.Type < TypeFlow || m.Type > TypeClose {
+	if m.Type < TypeFlow || m.Type > TypeHandOver {
 		return Msg{}, fmt.Errorf("%w: unknown type %d", ErrMalformed, b[2])
 	}
 	if m.Flow == 0 {

@@ -8,7 +8,7 @@ import (
 )
 
 func TestMsgRoundTrip(t *testing.T) {
-	for _, m := range []Msg{{TypeFlow, 1}, {TypeEOF, 1 << 40}, {TypeClose, ^uint64(0)}} {
+	for _, m := range []Msg{{TypeFlow, 1}, {TypeEOF, 1 << 40}, {TypeClose, ^uint64(0)}, {TypeHandOver, 3}} {
 		b := m.Append(nil)
 		if len(b) != Size {
 			t.Fatalf("%v: %d bytes", m, len(b))
@@ -40,7 +40,7 @@ func TestDecodeMalformed(t *testing.T) {
 		{"magic", mod(0, 0xCD)},
 		{"version", mod(1, 2)},
 		{"type 0", mod(2, 0)},
-		{"type 4", mod(2, 4)},
+		{"type 5", mod(2, 5)},
 		{"reserved", mod(3, 1)},
 		{"flow 0", Msg{TypeEOF, 0}.Append(nil)},
 	}

@@ -19,7 +19,7 @@ func TestProbe(t *testing.T) {
 	cert, pool := probestest.Cert(t, "allowed.test", "blocked.test", "control.test")
 	filtering := probestest.SNIServer(t, cert, "blocked.test")
 	silent := probestest.SilentServer(t)
-	reset := probestest.ResetServer(t, 5) // after the start of every ClientHello
+	reset := probestest.ResetServer(t, 5)              // after the start of every ClientHello
 	otherCert, _ := probestest.Cert(t, "allowed.test") // right name, untrusted issuer
 	other := probestest.SNIServer(t, otherCert)
 	tests := []struct {

@@ -74,8 +74,8 @@ func TestProbe(t *testing.T) {
 	}
 }
 
-// residualServer is an SNI filter that, after seeing a blocked name,
-// resets every connection for a while: a residual block.
+// TestResidualBlock probes an SNI filter that, after seeing a blocked
+// name, resets every connection for a while.
 func TestResidualBlock(t *testing.T) {
 	cert, pool := probestest.Cert(t, "blocked.test", "control.test")
 	addr := probestest.ResidualSNIServer(t, cert, time.Hour, "blocked.test")

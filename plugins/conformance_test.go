@@ -1,6 +1,10 @@
 package plugins
 
 import (
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/commucat/commucat/core/transport"
@@ -8,16 +12,45 @@ import (
 )
 
 // TestConformance runs core/transport's conformance suite against the
-// built-in transports' plugin binaries, through the host.
+// built-in transports' plugin binaries, through the host. (The example
+// plugin's run is in TestExamplePlugin.)
 func TestConformance(t *testing.T) {
-	for _, name := range []string{"tcp", "quic", "kcp", "obfs4", "websocket"} {
+	for _, name := range []string{"tcp", "quic", "kcp", "obfs4", "websocket", "reality"} {
 		t.Run(name, func(t *testing.T) {
 			bin := buildPlugin(t, name, "./cmd/commucat-transport-"+name)
 			_, r := startHost(t, HostConfig{}, pluginDir(t, map[string]string{name: bin}))
-			client, server := serverAndClient(t, r, name)
+			var client, server transport.Transport
+			if name == "reality" {
+				client, server = realitySides(t, r)
+			} else {
+				client, server = serverAndClient(t, r, name)
+			}
 			transporttest.Run(t, func(t *testing.T) (transport.Transport, transport.Transport, string) {
 				return client, server, "127.0.0.1:0"
 			})
 		})
 	}
+}
+
+// realitySides builds the reality transport's two sides in front of a
+// local HTTPS cover site (httptest's certificate names example.com).
+func realitySides(t *testing.T, r *transport.Registry) (client, server transport.Transport) {
+	t.Helper()
+	cover := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "cover\n")
+	}))
+	cover.Config.ErrorLog = log.New(io.Discard, "", 0)
+	cover.StartTLS()
+	t.Cleanup(cover.Close)
+	server, pub, err := r.NewServer("reality", transport.Params{
+		"dest": cover.Listener.Addr().String(), "sni": "example.com", "sid": "0123456789abcdef",
+	}, t.TempDir())
+	if err != nil {
+		t.Fatalf("NewServer(reality): %v", err)
+	}
+	client, err = r.New("reality", pub)
+	if err != nil {
+		t.Fatalf("New(reality, %v): %v", pub, err)
+	}
+	return client, server
 }

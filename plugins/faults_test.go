@@ -131,12 +131,13 @@ func TestKilledMidTransfer(t *testing.T) {
 	go func() {
 		buf := make([]byte, 64<<10)
 		var total int
+		signal := progress
 		for {
 			n, err := c.Read(buf)
 			total += n
-			if total >= 1<<20 && progress != nil {
-				close(progress)
-				progress = nil
+			if total >= 1<<20 && signal != nil {
+				close(signal)
+				signal = nil
 			}
 			if err != nil {
 				readErr <- err

@@ -156,8 +156,11 @@ func smallParams(m map[string]string) bool {
 // Name returns the plugin's name.
 func (t *Transport) Name() string { return t.p.info.Name }
 
-// Close releases the transport's instance in the plugin. Connections and
-// listeners it opened stay open.
+// Close releases the transport's instance in the plugin now, which closes
+// the plugin-side transport if it has a Close (for some transports, such
+// as quic and kcp, that closes its connections too). Without Close, the
+// instance is released once the Transport and every connection and
+// listener it opened are unreachable.
 func (t *Transport) Close() error {
 	g, err := t.p.live(context.Background())
 	if err != nil {
@@ -233,9 +236,9 @@ func (t *Transport) dialOn(ctx context.Context, g *generation, inst uint64, addr
 		return nil, g.callErr(ctx, "dial "+addr, err)
 	}
 	if r.GetHandedOver() {
-		return g.handedOver(ctx, "dial "+addr, id, uc)
+		return g.handedOver(ctx, t, "dial "+addr, id, uc)
 	}
-	return newConn(g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
+	return newConn(t, g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
 }
 
 // flowConn is a connection through a plugin before it is handed out.
@@ -248,7 +251,7 @@ type flowConn interface {
 
 // handedOver takes the TCP socket the plugin handed over for flow id in
 // place of the socket pair uc.
-func (g *generation) handedOver(ctx context.Context, op string, id uint64, uc *net.UnixConn) (flowConn, error) {
+func (g *generation) handedOver(ctx context.Context, t *Transport, op string, id uint64, uc *net.UnixConn) (flowConn, error) {
 	uc.Close()
 	f, err := g.takeSocket(id)
 	if err != nil {
@@ -266,7 +269,7 @@ func (g *generation) handedOver(ctx context.Context, op string, id uint64, uc *n
 		nc.Close()
 		return nil, &opError{name: g.p.info.Name, op: op, err: fmt.Errorf("handed over a %T", nc)}
 	}
-	return &sockConn{TCPConn: tc, name: g.p.info.Name, h: g.p.h}, nil
+	return &sockConn{TCPConn: tc, t: t, name: g.p.info.Name, h: g.p.h}, nil
 }
 
 // Listen starts a listener in the plugin. ctx and CallTimeout bound the
@@ -403,9 +406,9 @@ func (l *listener) acceptOnce(ctx context.Context) (flowConn, error) {
 		return nil, err
 	}
 	if r.GetHandedOver() {
-		return g.handedOver(ctx, "accept", id, uc)
+		return g.handedOver(ctx, l.t, "accept", id, uc)
 	}
-	return newConn(g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
+	return newConn(l.t, g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
 }
 
 // current returns the generation and the listener's id in it, listening
@@ -545,6 +548,7 @@ func ctxErr(name, op string, ctx context.Context) error {
 // conn is the host's end of a flow: a real AF_UNIX socket, so reads,
 // writes and deadlines are the kernel's.
 type conn struct {
+	t             *Transport // keeps the instance in the plugin alive
 	uc            *net.UnixConn
 	g             *generation
 	id            uint64
@@ -562,8 +566,8 @@ type halfConn struct{ *conn }
 // CloseWrite ends the stream towards the peer; reading goes on.
 func (c halfConn) CloseWrite() error { return c.closeWrite() }
 
-func newConn(g *generation, id uint64, uc *net.UnixConn, local, remote *proto.Addr, half bool) *conn {
-	return &conn{uc: uc, g: g, id: id, local: addrFrom(local), remote: addrFrom(remote), half: half}
+func newConn(t *Transport, g *generation, id uint64, uc *net.UnixConn, local, remote *proto.Addr, half bool) *conn {
+	return &conn{t: t, uc: uc, g: g, id: id, local: addrFrom(local), remote: addrFrom(remote), half: half}
 }
 
 // netConn returns c with CloseWrite if the transport honours it.
@@ -695,6 +699,7 @@ func wrapIO(name, op string, err error) error {
 // as a conn's do; the rest of *net.TCPConn's methods are promoted.
 type sockConn struct {
 	*net.TCPConn
+	t         *Transport // keeps the instance in the plugin alive
 	name      string
 	h         *Host
 	closeOnce sync.Once

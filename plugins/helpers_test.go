@@ -25,6 +25,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(hostHelperEnv); dir != "" {
+		runHostHelper(dir)
+		return
+	}
 	dir, err := os.MkdirTemp("", "commucat-plugins-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

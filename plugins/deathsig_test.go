@@ -1,0 +1,95 @@
+//go:build linux
+
+package plugins
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// hostHelperEnv makes the test binary a bare host process over the
+// plugin folder it names (see runHostHelper).
+const hostHelperEnv = "COMMUCAT_PLUGINS_TEST_HOST_DIR"
+
+// runHostHelper starts a host over dir, prints the pid of each plugin
+// process and waits to be killed.
+func runHostHelper(dir string) {
+	h, err := NewHost(HostConfig{Dirs: []string{dir}}, nil)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if _, err := h.Discover(); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	for _, p := range h.plugins {
+		p.mu.Lock()
+		g := p.gen
+		p.mu.Unlock()
+		if g != nil {
+			fmt.Println(g.pid())
+		}
+	}
+	select {} // until killed
+}
+
+// TestPluginDiesWithHost kills a host process with SIGKILL (no chance to
+// clean up) and checks that its plugin process goes away too.
+func TestPluginDiesWithHost(t *testing.T) {
+	dir := pluginDir(t, map[string]string{"tcp": buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), hostHelperEnv+"="+dir, "TMPDIR="+t.TempDir())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("host helper: %q, %v", line, err)
+	}
+	pid, err := strconv.Atoi(line[:len(line)-1])
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("host helper: %q", line)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("pidfd_open(%d): %v", pid, err)
+	}
+	defer unix.Close(pidfd)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait() //nolint:errcheck // killed
+	// The pidfd becomes readable when the plugin exits. The bound only
+	// keeps a failure from hanging the run.
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(30 * time.Second)
+	for fds[0].Revents == 0 {
+		ms := int(time.Until(deadline).Milliseconds())
+		if ms <= 0 {
+			syscall.Kill(pid, syscall.SIGKILL) //nolint:errcheck // clean up
+			t.Fatalf("plugin %d still runs after its host was killed", pid)
+		}
+		if _, err := unix.Poll(fds, ms); err != nil && err != unix.EINTR {
+			t.Fatalf("poll: %v", err)
+		}
+	}
+}

@@ -238,7 +238,7 @@ type Host struct {
 
 	// life is the supervisors' lifetime, cancelled by Close.
 	life   context.Context
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
@@ -268,7 +268,7 @@ func NewHost(cfg HostConfig, log *slog.Logger) (*Host, error) {
 		sockDir: sockDir,
 		plugins: make(map[string]*plugin),
 	}
-	h.life, h.cancel = context.WithCancel(context.Background())
+	h.life, h.cancel = context.WithCancelCause(context.Background())
 	return h, nil
 }
 
@@ -305,8 +305,10 @@ func (h *Host) Discover() ([]Info, error) {
 		}
 	}
 	for _, p := range fresh {
+		ctx, cancel := context.WithCancelCause(h.life)
+		p.stop = cancel
 		h.wg.Add(1)
-		go p.run(h.life)
+		go p.run(ctx)
 	}
 	ps := make([]*plugin, 0, len(h.plugins))
 	for _, name := range h.order {
@@ -360,8 +362,9 @@ func (h *Host) checkPin(f Info) (bool, error) {
 // Register registers the transport of every usable plugin with r under
 // the plugin's name: a client Factory if the plugin has a client side, a
 // ServerFactory if it has a gateway side, both proxying to the plugin
-// process. A name r already has (for a client) is skipped and reported in
-// the returned error (wrapping ErrDuplicate); the others are registered.
+// process. A name r already has (for a client) is skipped, its plugin
+// process stopped, and reported in the returned error (wrapping
+// ErrDuplicate); the others are registered.
 func (h *Host) Register(r *transport.Registry) error {
 	h.mu.Lock()
 	ps := make([]*plugin, 0, len(h.order))
@@ -377,7 +380,9 @@ func (h *Host) Register(r *transport.Registry) error {
 			continue
 		}
 		if slices.Contains(taken, info.Name) {
-			errs = append(errs, fmt.Errorf("%w: %s (%s not used)", ErrDuplicate, info.Name, info.Path))
+			err := fmt.Errorf("%w: %s (%s not used)", ErrDuplicate, info.Name, info.Path)
+			p.stop(err) // no process for a plugin nobody can use
+			errs = append(errs, err)
 			continue
 		}
 		if info.Capabilities.Client {
@@ -486,7 +491,7 @@ func (h *Host) Close() error {
 		}
 		t.Stop()
 	}
-	h.cancel()
+	h.cancel(fmt.Errorf("plugins: host closed: %w", transport.ErrClosed))
 	h.wg.Wait()
 	if err := os.RemoveAll(h.sockDir); err != nil {
 		return fmt.Errorf("plugins: close: %w", err)

@@ -179,6 +179,10 @@ func TestRegisterDuplicate(t *testing.T) {
 	if err := h.Register(r0); !errors.Is(err, ErrDuplicate) {
 		t.Errorf("Register over a taken name: %v, want ErrDuplicate", err)
 	}
+	// The unused plugin's process is stopped.
+	if err := h.Health(testCtx(t), "tcp"); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("Health of the unused plugin: %v, want ErrDuplicate", err)
+	}
 }
 
 func TestClosedHost(t *testing.T) {

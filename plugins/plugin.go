@@ -45,8 +45,9 @@ type plugin struct {
 	fatal    error         // set when the plugin will not run again
 	restarts int
 
-	first   chan struct{}  // closed after the first start attempt
-	release chan *instance // instances to close in the plugin
+	first   chan struct{}           // closed after the first start attempt
+	release chan *instance          // instances to close in the plugin
+	stop    context.CancelCauseFunc // ends run, with the reason; set before run starts
 }
 
 func newPlugin(h *Host, info Info) *plugin {
@@ -163,7 +164,7 @@ func (p *plugin) run(ctx context.Context) {
 			if g != nil {
 				g.stop(true)
 			}
-			p.setFatal(fmt.Errorf("plugins: %s: host closed: %w", p.info.Name, transport.ErrClosed))
+			p.setFatal(context.Cause(ctx))
 			return
 		case err != nil && (n == 1 || isPermanent(err)):
 			p.log.Error("plugin refused", "error", err)
@@ -181,7 +182,7 @@ func (p *plugin) run(ctx context.Context) {
 			closing := ctx.Err() != nil
 			g.stop(closing)
 			if closing {
-				p.setFatal(fmt.Errorf("plugins: %s: host closed: %w", p.info.Name, transport.ErrClosed))
+				p.setFatal(context.Cause(ctx))
 				return
 			}
 			if time.Since(started) >= cfg.BackoffMax {
@@ -198,6 +199,8 @@ func (p *plugin) run(ctx context.Context) {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+			p.setFatal(context.Cause(ctx))
+			return
 		}
 	}
 }

@@ -154,7 +154,7 @@ func (e *Env) Resolve(ctx context.Context, host string) (string, error) {
 	tx := e.trace.NewTransaction()
 	t0 := e.Now()
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	q := ooni.Query{Engine: "system", Hostname: host, QueryType: "ANY", ResolverAddress: "", Tags: []string{"system"}}
+	q := ooni.Query{Engine: "system", Hostname: host, QueryType: "ANY", Tags: []string{"system"}}
 	if err == nil && len(ips) == 0 {
 		err = ooni.ErrDNSNoAnswer
 	}

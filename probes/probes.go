@@ -123,9 +123,10 @@ type Verdict struct {
 	// Transport is the transport's name ("quic"), or "" for a verdict
 	// about every transport using Network at Addr.
 	Transport string `json:"transport,omitempty"`
-	// Network is "tcp" or "udp".
+	// Network is "tcp" or "udp", or "dns" for a verdict about resolving
+	// the name in Addr.
 	Network string `json:"network"`
-	// Addr is the endpoint's "host:port".
+	// Addr is the endpoint's "host:port" (a name for Network "dns").
 	Addr string `json:"addr"`
 	// ServerName, if set, limits the verdict to TLS or QUIC handshakes
 	// that name this server (SNI filtering): transports whose cover name

@@ -56,6 +56,7 @@ func newRoot() *cobra.Command {
 		newFingerprintCmd(),
 		newBenchCmd(),
 		newStatusCmd(),
+		newProbeCmd(),
 	)
 	return root
 }

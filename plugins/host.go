@@ -12,8 +12,10 @@
 // reads and writes (a real socket, so deadlines are the kernel's), and
 // passes the other end to the plugin with SCM_RIGHTS over a control socket
 // the plugin inherited as file descriptor 3. The plugin splices it to its
-// transport's connection. Errors cross as codes that map back to the
-// core/transport sentinels. docs/PLUGINS.md specifies the protocol.
+// transport's connection or, for a plain TCP connection, hands the TCP
+// socket itself over and leaves the data path. Errors cross as codes that
+// map back to the core/transport sentinels. docs/PLUGINS.md specifies the
+// protocol.
 //
 // Faults stay inside the plugin that has them: a plugin that dies makes
 // its own connections fail with an error (never a hang) and is restarted

@@ -16,6 +16,7 @@ import (
 	"github.com/commucat/commucat/core/invite"
 	"github.com/commucat/commucat/core/padding"
 	"github.com/commucat/commucat/core/router"
+	"github.com/commucat/commucat/plugins"
 	"github.com/spf13/cobra"
 )
 
@@ -44,6 +45,7 @@ type clientFlags struct {
 	state, transport, logLevel, hello string
 	pt                                []string
 	pts                               *ptClients
+	plugins                           *plugins.Host
 	timeout                           time.Duration
 }
 
@@ -67,6 +69,9 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 func (f *clientFlags) close() {
 	if f.pts != nil {
 		f.pts.Close()
+	}
+	if f.plugins != nil {
+		f.plugins.Close()
 	}
 }
 
@@ -136,6 +141,21 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad str
 	}
 	reg, err := newClientRegistry(f.hello, f.pts)
 	if err != nil {
+		return nil, invite.Endpoint{}, err
+	}
+	if f.plugins == nil {
+		var names []string
+		for _, e := range eps {
+			names = append(names, e.Transport)
+		}
+		dir, err := stateDir(f.state, "client")
+		if err != nil {
+			return nil, invite.Endpoint{}, err
+		}
+		if f.plugins, err = addPlugins(dir, names, reg, log); err != nil {
+			return nil, invite.Endpoint{}, err
+		}
+	} else if err := f.plugins.Register(reg); err != nil && !errors.Is(err, plugins.ErrDuplicate) {
 		return nil, invite.Endpoint{}, err
 	}
 	cfg := client.Config{

@@ -79,6 +79,7 @@ func e2eTransports() []e2eTransport {
 		{name: "obfs4"},
 		{name: "reality"}, // cover: the gateway's own decoy site
 		{name: "pt", params: map[string]string{"binary": obfs4proxy, "method": "obfs4"}, client: []string{"--pt", "obfs4=" + obfs4proxy}},
+		{name: "tlsplain"}, // the example third-party plugin, dropped into plugins/
 	}
 }
 
@@ -268,6 +269,29 @@ func TestEndToEnd(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	gwDir, aliceDir, bobDir := filepath.Join(tmp, "gw"), filepath.Join(tmp, "alice"), filepath.Join(tmp, "bob")
+	// The example third-party plugin, built from its own module and
+	// dropped into the plugins folder of the gateway and of both clients.
+	plugin := filepath.Join(filepath.Dir(bin), "commucat-transport-tlsplain")
+	build := exec.Command("go", "build", "-o", plugin, ".")
+	build.Dir = filepath.Join("..", "..", "plugins", "examples", "tlsplain")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the example plugin: %v\n%s", err, out)
+	}
+	for _, d := range []string{gwDir, aliceDir, bobDir} {
+		if err := os.MkdirAll(filepath.Join(d, "plugins"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(plugin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "plugins", filepath.Base(plugin)), b, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	o := new(outputs)
 	top := t // processes that outlive a subtest are owned by the test
 	config := gatewayConfig(t, tmp)

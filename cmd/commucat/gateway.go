@@ -235,6 +235,17 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 		defer cover.Close()
 	}
 	reg := newRegistry()
+	var names []string
+	for _, l := range cfg.Listen {
+		names = append(names, l.Transport)
+	}
+	host, err := addPlugins(dir, names, reg, log)
+	if err != nil {
+		return err
+	}
+	if host != nil {
+		defer host.Close()
+	}
 	var eps []gateway.Endpoint
 	var public []transport.Params
 	for i, l := range cfg.Listen {

@@ -57,6 +57,7 @@ func newRoot() *cobra.Command {
 		newBenchCmd(),
 		newStatusCmd(),
 		newProbeCmd(),
+		newPluginCmd(),
 	)
 	return root
 }

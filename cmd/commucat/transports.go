@@ -16,6 +16,7 @@ import (
 
 	"github.com/commucat/commucat/configs"
 	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/plugins"
 	"github.com/commucat/commucat/transports/decoy"
 	"github.com/commucat/commucat/transports/fingerprint"
 	"github.com/commucat/commucat/transports/kcp"
@@ -171,4 +172,44 @@ func prepareCover(dir string, cfg *configs.Gateway, log *slog.Logger) (*coverSit
 		l.Params["dest"] = cover.addr
 	}
 	return cover, nil
+}
+
+// isBuiltin reports whether name is a transport of this binary (the six
+// built-ins and Tor PT endpoints); other names are looked up as plugins.
+func isBuiltin(name string) bool {
+	if name == ptName {
+		return true
+	}
+	for _, t := range builtin {
+		if t.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// addPlugins starts the plugin host of state directory dir and registers
+// its transports with r when one of names is not built in; it returns the
+// host to close, or nil when no plugin was needed.
+func addPlugins(dir string, names []string, r *transport.Registry, log *slog.Logger) (*plugins.Host, error) {
+	need := false
+	for _, n := range names {
+		need = need || !isBuiltin(n)
+	}
+	if !need {
+		return nil, nil
+	}
+	h, _, err := newPluginHost(dir, log)
+	if err != nil {
+		return nil, fmt.Errorf("plugins: %w", err)
+	}
+	if err := h.Register(r); err != nil {
+		if !errors.Is(err, plugins.ErrDuplicate) {
+			h.Close()
+			return nil, fmt.Errorf("plugins: %w", err)
+		}
+		// Plugin builds of built-in transports: the built-in is used.
+		log.Debug("plugins shadowed by built-in transports", "err", err)
+	}
+	return h, nil
 }

@@ -292,7 +292,7 @@ func FuzzDispatch(f *testing.F) {
 		f.Add(b)
 	}
 	add(frame.Frame{Type: frame.Message, Seq: 1, Payload: []byte("hi")}, frame.Frame{Type: frame.Message, Seq: 3})
-	add(frame.Frame{Type: frame.Ack, Payload: frame.SackPayload{Cumulative: 5, Window: 10, Ranges: []frame.SackRange{{7, 9}}}.Append(nil)})
+	add(frame.Frame{Type: frame.Ack, Payload: frame.SackPayload{Cumulative: 5, Window: 10, Ranges: []frame.SackRange{{First: 7, Last: 9}}}.Append(nil)})
 	add(frame.Frame{Type: frame.Ping, Payload: make([]byte, 16)}, frame.Frame{Type: frame.Pong, Payload: make([]byte, 16)})
 	add(frame.Frame{Type: frame.PathJoin, Payload: []byte{1}}, frame.Frame{Type: frame.Padding, Payload: make([]byte, 10)})
 	add(frame.Frame{Type: frame.FECParity, Payload: []byte{0, 0, 1, 1, 1, 28}})

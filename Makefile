@@ -35,8 +35,21 @@ proto: ## regenerate plugins/proto (needs protoc, protoc-gen-go, protoc-gen-go-g
 run: build ## build and run the gateway on its embedded defaults
 	./$(BIN)/commucat gateway
 
+# Debian packages the tests use: openssl (a TLS prober in the reality
+# tests) and iproute2 (to inspect the testnet's namespaces by hand).
+TEST_PACKAGES := openssl iproute2
+
+.PHONY: test-deps
+test-deps: ## install the Debian packages the tests need (as root, when missing)
+	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (run make test-deps as root)"; fi; \
+	fi
+
 .PHONY: test
-test: build ## install what the tests need, then run the whole test suite
+test: test-deps build ## install what the tests need, then run the whole test suite
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 12m $(PKGS)
 

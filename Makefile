@@ -64,8 +64,9 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
 .PHONY: bench
-bench: ## run every benchmark (results go to docs/BENCHMARKS.md by hand)
+bench: build ## run every benchmark, then commucat bench (results: docs/BENCHMARKS.md)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PKGS)
+	./$(BIN)/commucat bench
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each

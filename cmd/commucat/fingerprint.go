@@ -36,7 +36,7 @@ Then use the file with --fingerprint FILE on register, send and listen.`,
 			if out == "" {
 				return errors.New("capture needs --out FILE")
 			}
-			host, port, err := net.SplitHostPort(listen)
+			host, _, err := net.SplitHostPort(listen)
 			if err != nil {
 				return fmt.Errorf("--listen: %w", err)
 			}
@@ -47,7 +47,7 @@ Then use the file with --fingerprint FILE on register, send and listen.`,
 			if err != nil {
 				return err
 			}
-			_, port, _ = net.SplitHostPort(l.Addr().String())
+			_, port, _ := net.SplitHostPort(l.Addr().String())
 			fmt.Fprintf(cmd.OutOrStdout(), "open https://localhost:%s/ in the browser to capture (Ctrl-C to give up)\n", port)
 			if err := fingerprint.CaptureServer(cmd.Context(), l, out); err != nil {
 				return err

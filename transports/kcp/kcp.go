@@ -338,6 +338,7 @@ func (*Transport) Name() string { return Name }
 
 // newSession tunes a kcp-go session for latency.
 func (t *Transport) tune(s *kcpgo.UDPSession) {
+	//lint:ignore SA1019 kcp-go marks it deprecated without a replacement; stream mode packs small writes into full segments.
 	s.SetStreamMode(true)
 	s.SetWriteDelay(false)
 	s.SetNoDelay(noDelay, interval, resend, noCongestion)

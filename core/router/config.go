@@ -158,6 +158,16 @@ type Config struct {
 	// message 1 and the gateway's confirmation record as message 2. If
 	// nil, they are not padded.
 	PadHandshake func(msg, n int) int
+	// Policy, if set, is consulted on the client when it dials and
+	// redials endpoints: blocked endpoints wait for their retry time
+	// (unless every endpoint is blocked), the others are dialled in the
+	// policy's order, and paths over throttled endpoints score worse.
+	Policy *Policy
+	// OnPathFailure, if set, is called on the client when a path's
+	// connection fails or a dial or join of an endpoint fails, without
+	// the session's lock held, from the session's goroutines: it must not
+	// block (start a probe in a goroutine of your own).
+	OnPathFailure func(Endpoint)
 	// Logger receives debug events. If nil, nothing is logged.
 	Logger *slog.Logger
 	// UnsafeLogging puts endpoint addresses into logs.

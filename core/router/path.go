@@ -73,6 +73,9 @@ type path struct {
 	conn net.Conn
 	// dialer is the index in Config.Endpoints this path came from, or -1.
 	dialer int
+	// penalty multiplies the score: Config.Policy's for the endpoint
+	// when the path opened (1 unless throttled).
+	penalty float64
 
 	// Write queue, guarded by qmu.
 	qmu     sync.Mutex
@@ -345,5 +348,5 @@ func (p *path) rateOr() float64 {
 // Loss makes it worse. (Queueing shows in the ping RTT.)
 func (p *path) score() time.Duration {
 	srtt, rttvar := p.rtt()
-	return time.Duration(float64(srtt+2*rttvar) * (1 + 4*p.loss))
+	return time.Duration(float64(srtt+2*rttvar) * (1 + 4*p.loss) * max(p.penalty, 1))
 }

@@ -244,6 +244,7 @@ func (s *Session) newPath(conn net.Conn, ep Endpoint, st PathState, dialer int) 
 		opened:   now,
 		rateAt:   now,
 		nextPing: now,
+		penalty:  s.cfg.Policy.Penalty(ep.Transport, ep.Addr),
 	}
 	s.paths = append(s.paths, p)
 	if dialer >= 0 && dialer < len(s.eps) {
@@ -493,10 +494,12 @@ func (s *Session) anyPath() bool {
 // pathFailed records that p's connection failed with err.
 func (s *Session) pathFailed(p *path, err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if p.state == PathDead {
+		s.mu.Unlock()
 		return
 	}
+	defer s.onPathFailure(p.ep)
+	defer s.mu.Unlock()
 	refused := p.state == PathJoining && p.wroteJoin && !p.gotRecord
 	s.log.Debug("path failed", "path", p.id, "transport", p.ep.Transport, "state", p.state, "err", err)
 	s.closePath(p)

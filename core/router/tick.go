@@ -239,7 +239,7 @@ func (s *Session) manage(now time.Time, at func(time.Time)) {
 			live++
 		}
 	}
-	for i := range s.eps {
+	for _, i := range s.dialOrder(now, at) {
 		if live >= s.cfg.MaxPaths {
 			return
 		}
@@ -266,13 +266,14 @@ func (s *Session) dialJoin(i int) {
 	defer cancel()
 	fail := func(err error) {
 		s.mu.Lock()
-		defer s.mu.Unlock()
 		e := &s.eps[i]
 		e.busy = false
 		e.next = time.Now().Add(s.backoff(e.fails + 1))
 		e.fails++
 		s.log.Debug("join failed", "transport", ep.Transport, "addr", s.addr(ep), "err", err)
 		s.wakeup()
+		s.mu.Unlock()
+		s.onPathFailure(ep)
 	}
 	conn, err := ep.Dial(ctx)
 	if err != nil {

@@ -5,6 +5,7 @@ BIN       := bin
 PKGS      := ./...
 FUZZTIME  ?= 15s
 BENCHTIME ?= 1s
+MATRIX_DIR ?= $(BIN)/testnet-matrix
 STATICCHECK_VERSION := v0.8.2
 # Under CI=true, tests that need root, TUN, a server or a built binary fail
 # instead of skipping when their prerequisite is missing.
@@ -76,6 +77,10 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	    $(GO) test -run='^$$' -fuzz="^$$fz$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+.PHONY: testnet-matrix
+testnet-matrix: build ## (root) every transport x every censor profile in the testnet: report and pictures in MATRIX_DIR
+	./$(BIN)/commucat testnet matrix --dir $(MATRIX_DIR)
 
 .PHONY: clean
 clean: ## remove build output

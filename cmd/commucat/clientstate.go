@@ -47,6 +47,8 @@ type clientFlags struct {
 	pts                               *ptClients
 	plugins                           *plugins.Host
 	timeout                           time.Duration
+	noProbe, shareProbes              bool
+	net                               *netPolicy
 }
 
 func (f *clientFlags) add(cmd *cobra.Command) {
@@ -62,6 +64,8 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up connecting after this long")
 	fl.StringSliceVar(&f.pt, "pt", nil, "Tor pluggable-transport binary for a \"pt\" endpoint, as METHOD=BINARY (repeatable)")
+	fl.BoolVar(&f.noProbe, "no-probe", false, "do not probe the gateway's transports while connecting")
+	fl.BoolVar(&f.shareProbes, "share-probes", false, "send the transport probes' verdicts to the gateway, which answers with the transport order that works best on this network")
 	fl.StringVar(&f.hello, "fingerprint", "", "TLS ClientHello for reality and websocket: a preset (chrome, firefox, ...) or a file saved by `commucat fingerprint capture`")
 }
 
@@ -69,6 +73,9 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 func (f *clientFlags) close() {
 	if f.pts != nil {
 		f.pts.Close()
+	}
+	if f.net != nil {
+		f.net.close()
 	}
 	if f.plugins != nil {
 		f.plugins.Close()
@@ -158,14 +165,28 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad str
 	} else if err := f.plugins.Register(reg); err != nil && !errors.Is(err, plugins.ErrDuplicate) {
 		return nil, invite.Endpoint{}, err
 	}
+	if f.net == nil {
+		dir, _ := stateDir(f.state, "client")
+		if !fileExists(filepath.Join(dir, gatewayInfoFile)) {
+			dir = "" // not registered yet: keep nothing
+		}
+		f.net = openNetPolicy(dir, reg, log)
+	}
+	if !f.noProbe {
+		f.net.probe(eps)
+	}
 	cfg := client.Config{
 		Static:     key,
 		Gateway:    gw,
-		Endpoints:  eps,
+		Endpoints:  f.net.order(eps),
 		Transports: reg,
 		Only:       f.transport,
-		Router:     router.Config{Logger: log},
-		Logger:     log,
+		Router: router.Config{Logger: log, Policy: f.net.pol,
+			OnPathFailure: f.net.onPathFailure(eps)},
+		Logger: log,
+	}
+	if f.noProbe {
+		cfg.Router.OnPathFailure = nil
 	}
 	if pad != "" {
 		p, err := padding.Parse(pad)

@@ -60,7 +60,7 @@ type conn struct {
 	data    chan []byte
 	pending []byte // rest of the payload being read
 	eof     bool
-	rdl     deadline
+	rdl     transport.Deadline
 
 	// Write side. writeMu serialises frames on the stream; dlMu guards the
 	// application's write deadline against the internal writes that
@@ -107,7 +107,6 @@ func newConn(t *Transport, sess *kcpgo.UDPSession, pc net.PacketConn, raddr *net
 		done:    make(chan struct{}),
 		dgrams:  make(chan []byte, datagramQueue),
 	}
-	c.rdl.init()
 	c.lastRecv.Store(time.Now().UnixNano())
 	c.maxDgram = sess.GetOOBMaxSize() - 1
 	sess.SetOOBHandler(c.onOOB) //nolint:errcheck // fails only without FEC, which Validate forbids
@@ -422,11 +421,11 @@ func (c *conn) endErr(op string) error {
 	case local, why == nil:
 		return closedErr(op)
 	case errors.Is(why, errReset), errors.Is(why, errLinger), errors.Is(why, errProtocol), errors.Is(why, errReplaced):
-		return &opError{op: op, kind: transport.ErrRefused, err: why}
+		return &transport.OpError{Transport: Name, Op: op, Kind: transport.ErrRefused, Err: why}
 	case errors.Is(why, errIdle):
-		return &opError{op: op, kind: transport.ErrTimeout, err: why}
+		return &transport.OpError{Transport: Name, Op: op, Kind: transport.ErrTimeout, Err: why}
 	case errors.Is(why, errTransportClosed), errors.Is(why, errListenerClosed), errors.Is(why, errBusy):
-		return &opError{op: op, kind: transport.ErrClosed, err: why}
+		return &transport.OpError{Transport: Name, Op: op, Kind: transport.ErrClosed, Err: why}
 	}
 	return wrapErr(op, why)
 }
@@ -464,7 +463,7 @@ func (c *conn) Read(b []byte) (int, error) {
 			default:
 			}
 			return 0, c.endErr("read")
-		case <-c.rdl.wait():
+		case <-c.rdl.Done():
 			return 0, timeoutErr("read")
 		}
 	}
@@ -499,7 +498,7 @@ func (c *conn) writeState(op string) error {
 	case local:
 		return closedErr(op)
 	case peerFin:
-		return &opError{op: op, kind: transport.ErrRefused, err: errors.New("peer closed the connection")}
+		return &transport.OpError{Transport: Name, Op: op, Kind: transport.ErrRefused, Err: errors.New("peer closed the connection")}
 	}
 	select {
 	case <-c.done:
@@ -570,7 +569,7 @@ func (c *conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline sets the read deadline, for pending Reads as well.
 func (c *conn) SetReadDeadline(t time.Time) error {
-	c.rdl.set(t)
+	c.rdl.Set(t)
 	return nil
 }
 
@@ -591,7 +590,7 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 // dropped silently.
 func (c *conn) SendDatagram(b []byte) error {
 	if len(b) > c.maxDgram {
-		return &opError{op: "send datagram", kind: transport.ErrTooLarge, err: fmt.Errorf("datagram of %d bytes exceeds %d", len(b), c.maxDgram)}
+		return &transport.OpError{Transport: Name, Op: "send datagram", Kind: transport.ErrTooLarge, Err: fmt.Errorf("datagram of %d bytes exceeds %d", len(b), c.maxDgram)}
 	}
 	if c.isLocalClosed() {
 		return closedErr("send datagram")

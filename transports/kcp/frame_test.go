@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -184,46 +183,4 @@ func TestReplayCache(t *testing.T) {
 			t.Errorf("%s: add = %v, want %v", s.name, got, s.want)
 		}
 	}
-}
-
-func TestDeadline(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var d deadline
-		d.init()
-		passed := func() bool {
-			select {
-			case <-d.wait():
-				return true
-			default:
-				return false
-			}
-		}
-		d.set(time.Now().Add(time.Second))
-		ch := d.wait()
-		time.Sleep(500 * time.Millisecond)
-		if passed() {
-			t.Fatal("deadline passed early")
-		}
-		d.set(time.Now().Add(time.Second)) // extended: a waiter keeps its channel
-		time.Sleep(700 * time.Millisecond)
-		synctest.Wait()
-		if passed() {
-			t.Fatal("extended deadline passed at the old time")
-		}
-		time.Sleep(400 * time.Millisecond)
-		synctest.Wait()
-		select {
-		case <-ch:
-		default:
-			t.Fatal("a waiter from before the extension was not woken")
-		}
-		d.set(time.Time{})
-		if passed() {
-			t.Fatal("cleared deadline has passed")
-		}
-		d.set(time.Now().Add(-time.Second))
-		if !passed() {
-			t.Fatal("deadline in the past has not passed")
-		}
-	})
 }

@@ -259,47 +259,9 @@ func (c *conn) WriteTo(w io.Writer) (int64, error) {
 	return n, err
 }
 
-// opError is an error of this transport: it matches both its
-// core/transport sentinel (if any) and the error it wraps.
-type opError struct {
-	op   string
-	kind error // a core/transport sentinel, or nil
-	err  error
-}
-
-func (e *opError) Error() string { return "tcp: " + e.op + ": " + e.err.Error() }
-
-func (e *opError) Unwrap() []error {
-	if e.kind == nil {
-		return []error{e.err}
-	}
-	return []error{e.kind, e.err}
-}
-
-// Timeout reports whether the error is a timeout, as net.Error does.
-func (e *opError) Timeout() bool { return e.kind == transport.ErrTimeout }
-
-// Temporary is false: it is part of net.Error only for compatibility.
-func (e *opError) Temporary() bool { return false }
-
-var _ net.Error = (*opError)(nil)
-
 // wrapErr wraps err from operation op with the matching core/transport
 // sentinel.
-func wrapErr(op string, err error) error {
-	var ne net.Error
-	var kind error
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		kind = transport.ErrRefused
-	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
-		errors.As(err, &ne) && ne.Timeout():
-		kind = transport.ErrTimeout
-	case errors.Is(err, net.ErrClosed):
-		kind = transport.ErrClosed
-	}
-	return &opError{op: op, kind: kind, err: err}
-}
+func wrapErr(op string, err error) error { return transport.WrapError(Name, op, err) }
 
 // ServerFactory builds the gateway side of the plain TCP transport. It takes
 // no parameters and keeps no state, and clients need no parameters.

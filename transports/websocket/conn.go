@@ -8,6 +8,8 @@ import (
 	"time"
 
 	ws "github.com/coder/websocket"
+
+	"github.com/commucat/commucat/core/transport"
 )
 
 // Sizes of a connection's buffers.
@@ -52,18 +54,18 @@ type conn struct {
 	raw net.Conn // the TLS connection under the WebSocket
 	wb  batch    // gathers each message's writes
 
-	rq      chan []byte   // chunks read, in order; closed when the reader ends
-	free    chan []byte   // buffers for the reader; nil entries are not yet allocated
-	rerr    error         // why the reader ended; written before rq is closed
-	readMu  sync.Mutex    // serialises Read
-	cur     []byte        // the rest of the chunk Read consumes
-	curBuf  []byte        // cur's buffer, returned to free once consumed
-	rdl     deadline      // read deadline
-	wmu     sync.Mutex    // serialises Write
-	wdlMu   sync.Mutex    // guards wdl
-	wdl     time.Time     // write deadline
-	done    chan struct{} // closed by Close
-	readerC chan struct{} // closed when the reader goroutine has returned
+	rq      chan []byte        // chunks read, in order; closed when the reader ends
+	free    chan []byte        // buffers for the reader; nil entries are not yet allocated
+	rerr    error              // why the reader ended; written before rq is closed
+	readMu  sync.Mutex         // serialises Read
+	cur     []byte             // the rest of the chunk Read consumes
+	curBuf  []byte             // cur's buffer, returned to free once consumed
+	rdl     transport.Deadline // read deadline
+	wmu     sync.Mutex         // serialises Write
+	wdlMu   sync.Mutex         // guards wdl
+	wdl     time.Time          // write deadline
+	done    chan struct{}      // closed by Close
+	readerC chan struct{}      // closed when the reader goroutine has returned
 
 	closeOnce sync.Once
 }
@@ -83,7 +85,6 @@ func newConn(wc *ws.Conn, raw net.Conn, wb batch) *conn {
 		done:    make(chan struct{}),
 		readerC: make(chan struct{}),
 	}
-	c.rdl.init()
 	for range chunks {
 		c.free <- nil
 	}
@@ -140,7 +141,7 @@ func (c *conn) Read(b []byte) (int, error) {
 	if isDone(c.done) {
 		return 0, closedErr("read")
 	}
-	if isDone(c.rdl.wait()) {
+	if isDone(c.rdl.Done()) {
 		return 0, timeoutErr("read")
 	}
 	if len(b) == 0 {
@@ -153,7 +154,7 @@ func (c *conn) Read(b []byte) (int, error) {
 				return 0, c.readErr()
 			}
 			c.cur, c.curBuf = buf, buf
-		case <-c.rdl.wait():
+		case <-c.rdl.Done():
 			return 0, timeoutErr("read")
 		case <-c.done:
 			return 0, closedErr("read")
@@ -242,7 +243,7 @@ func (c *conn) Close() error {
 		// racing the close frame.
 		c.wc.Close(ws.StatusNormalClosure, "") //nolint:errcheck // a failed close handshake still closes the socket
 		<-c.readerC
-		c.rdl.stop()
+		c.rdl.Stop()
 	})
 	if !first {
 		return closedErr("close")
@@ -256,7 +257,7 @@ func (c *conn) abort() {
 		close(c.done)
 		c.wc.CloseNow() //nolint:errcheck // closing is all that is asked
 		<-c.readerC
-		c.rdl.stop()
+		c.rdl.Stop()
 	})
 }
 
@@ -275,7 +276,7 @@ func (c *conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline sets the read deadline; it also wakes a Read that waits.
 func (c *conn) SetReadDeadline(t time.Time) error {
-	c.rdl.set(t)
+	c.rdl.Set(t)
 	return nil
 }
 

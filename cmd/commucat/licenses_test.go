@@ -25,6 +25,11 @@ var licenseKinds = []struct {
 	{"BSD", regexp.MustCompile(`Redistribution and use in source and binary forms`)},
 	{"ISC", regexp.MustCompile(`Permission to use, copy, modify, and(/or)? distribute this software for any`)},
 	{"CC0", regexp.MustCompile(`CC0 1\.0 Universal`)},
+	// FreeType-Go: the user's choice of the FreeType License or the GPL,
+	// version 2 or later; CommuCat takes the GPL.
+	{"FTL or GPL-2.0-or-later", regexp.MustCompile(`The GNU General Public License \(GPL\), version 2 or later`)},
+	// The FSF lists CC BY 4.0 as compatible with GPLv3.
+	{"CC-BY-4.0", regexp.MustCompile(`Creative Commons Attribution 4\.0 International`)},
 }
 
 // TestDependencyLicenses checks that every module compiled into CommuCat

@@ -58,6 +58,7 @@ func newRoot() *cobra.Command {
 		newStatusCmd(),
 		newProbeCmd(),
 		newPluginCmd(),
+		newTestnetCmd(),
 	)
 	return root
 }

@@ -154,9 +154,9 @@ func (p *Policy) Observe(o Observation) {
 	if e == nil {
 		e = &PolicyEntry{Transport: o.Transport, Addr: o.Addr}
 		p.entries[k] = e
-		p.evict()
 	}
 	e.State, e.At = o.State, o.At
+	p.evict()
 	if o.State != StateBlocked {
 		e.Strikes, e.Until = 0, time.Time{}
 		return

@@ -28,7 +28,7 @@ import (
 func messagingSession(ctx context.Context, s *router.Session, fn func(ctx context.Context, c *messaging.Client) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := messaging.NewClient(s, messaging.ClientConfig{}, nil)
+	c := messaging.NewClient(messagingConn(s), messaging.ClientConfig{}, nil)
 	var wg sync.WaitGroup
 	var runErr, clientErr error
 	wg.Go(func() { runErr = s.Run(ctx) })

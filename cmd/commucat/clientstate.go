@@ -199,5 +199,8 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad str
 	if err != nil {
 		return nil, ep, fmt.Errorf("cannot reach the gateway: %w", err)
 	}
+	if f.shareProbes {
+		f.net.share(s)
+	}
 	return s, ep, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/commucat/commucat/backends/messaging"
 	"github.com/commucat/commucat/backends/store"
+	"github.com/commucat/commucat/backends/tactics"
 	"github.com/commucat/commucat/configs"
 	"github.com/commucat/commucat/core/gateway"
 	"github.com/commucat/commucat/core/handshake"
@@ -72,6 +73,7 @@ directory on first start; storage is SQLite in the same directory.`,
 	f.StringSliceVar(&listen, "listen", nil, "endpoint transport@host:port, replacing the configured ones (repeatable)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides the config)")
 	f.StringVar(&logFormat, "log-format", "", "text or json (overrides the config)")
+	f.Bool("collect-probes", false, "aggregate the transport verdicts clients share (--share-probes) per network and answer with the transport order that works best there")
 	f.BoolVar(&unsafeLogging, "unsafe-logging", false, "log peer addresses (off: they are scrubbed)")
 	return cmd
 }
@@ -200,7 +202,11 @@ func (is issuer) Issue(user string, deviceID [16]byte, deviceKey [32]byte) ([]by
 }
 
 // sessionHandler adapts the messaging service to the gateway's Handler.
-type sessionHandler struct{ svc *messaging.Service }
+type sessionHandler struct {
+	svc *messaging.Service
+	// tactics, if set, answers the clients' probe reports.
+	tactics *tactics.Collector
+}
 
 func (h sessionHandler) ServeSession(ctx context.Context, peer [32]byte, s *router.Session) error {
 	p, err := h.svc.Authenticate(ctx, peer)
@@ -211,7 +217,11 @@ func (h sessionHandler) ServeSession(ctx context.Context, peer [32]byte, s *rout
 	if err != nil {
 		return err
 	}
-	return h.svc.ServeSession(ctx, p, s)
+	var conn messaging.Conn = s
+	if h.tactics != nil {
+		conn = h.tactics.Wrap(s, tactics.SessionRemote(s))
+	}
+	return h.svc.ServeSession(ctx, p, conn)
 }
 
 func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *configs.Gateway, log *slog.Logger, unsafeLogging bool) error {
@@ -226,6 +236,10 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	}
 	defer st.Close()
 	svc := messaging.New(st, issuer{keys: keys, now: time.Now}, messagingConfig(cfg), log)
+	var collector *tactics.Collector
+	if on, _ := cmd.Flags().GetBool("collect-probes"); on {
+		collector = tactics.NewCollector(tactics.Config{Logger: log})
+	}
 
 	cover, err := prepareCover(dir, cfg, log)
 	if err != nil {
@@ -277,7 +291,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 		},
 		Logger:        log,
 		UnsafeLogging: unsafeLogging,
-	}, sessionHandler{svc})
+	}, sessionHandler{svc: svc, tactics: collector})
 	if err != nil {
 		return err
 	}

@@ -11,11 +11,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commucat/commucat/backends/messaging"
+	"github.com/commucat/commucat/backends/tactics"
+	"github.com/commucat/commucat/core/frame"
 	"github.com/commucat/commucat/core/invite"
 	"github.com/commucat/commucat/core/router"
 	"github.com/commucat/commucat/probes"
 	"github.com/commucat/commucat/probes/endpoint"
 )
+
+// tacticsFile keeps the transport order the gateway last recommended.
+const tacticsFile = "tactics.json"
+
+// savedTactics is tacticsFile's content.
+type savedTactics struct {
+	Order []string  `json:"order"`
+	At    time.Time `json:"at"`
+}
 
 // policyFile keeps the router policy's endpoint states between runs, in
 // the client's state directory.
@@ -41,6 +53,7 @@ type netPolicy struct {
 	mu      sync.Mutex
 	probing map[string]bool // "transport@addr" being probed
 	closed  bool
+	round   chan struct{} // closed when the latest probes are done
 	saveMu  sync.Mutex
 }
 
@@ -68,7 +81,22 @@ func openNetPolicy(dir string, reg endpoint.Builder, log *slog.Logger) *netPolic
 		return n
 	}
 	n.pol.Load(es)
+	n.loadTactics()
 	return n
+}
+
+// loadTactics applies the saved tactics to the policy's preference.
+func (n *netPolicy) loadTactics() {
+	b, err := os.ReadFile(filepath.Join(n.dir, tacticsFile))
+	if err != nil {
+		return
+	}
+	var t savedTactics
+	if err := json.Unmarshal(b, &t); err != nil {
+		n.log.Warn("ignoring the saved tactics", "file", tacticsFile, "err", err)
+		return
+	}
+	n.pol.SetPreference(t.Order)
 }
 
 // order returns eps in the policy's dialling order, the blocked
@@ -131,15 +159,17 @@ func (n *netPolicy) probe(eps []invite.Endpoint) {
 		n.probing[k] = true
 		todo = append(todo, e)
 	}
-	if len(todo) > 0 {
-		n.wg.Add(1)
-	}
-	n.mu.Unlock()
 	if len(todo) == 0 {
+		n.mu.Unlock()
 		return
 	}
+	n.wg.Add(1)
+	round := make(chan struct{})
+	n.round = round
+	n.mu.Unlock()
 	go func() {
 		defer n.wg.Done()
+		defer close(round)
 		defer func() {
 			n.mu.Lock()
 			for _, e := range todo {
@@ -202,3 +232,110 @@ func (n *netPolicy) close() {
 
 // wait waits for the probes started so far to finish.
 func (n *netPolicy) wait() { n.wg.Wait() }
+
+// sharing maps the sessions whose probe verdicts go to the gateway to
+// their netPolicy, from connect to messagingConn.
+var sharing sync.Map // *router.Session -> *netPolicy
+
+// share marks s as a session that reports to the gateway.
+func (n *netPolicy) share(s *router.Session) { sharing.Store(s, n) }
+
+// messagingConn is the connection the messaging client reads: s itself,
+// or, for a session that shares its probes, s with the tactics exchange:
+// once the probes of this connect are done, the verdicts go to the
+// gateway in a ProbeReport frame, and the gateway's tactics are saved
+// for the next connect.
+func messagingConn(s *router.Session) messaging.Conn {
+	v, ok := sharing.LoadAndDelete(s)
+	if !ok {
+		return s
+	}
+	n := v.(*netPolicy)
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return s
+	}
+	round := n.round
+	n.wg.Add(1)
+	n.mu.Unlock()
+	go func() {
+		defer n.wg.Done()
+		if round != nil {
+			select {
+			case <-round:
+			case <-n.ctx.Done():
+				return
+			case <-s.Done():
+				return
+			}
+		}
+		n.sendReport(s)
+	}()
+	return tactics.ClientConn(s, n.onTactics)
+}
+
+// report is the policy's states as a probe report: one verdict per
+// transport (the most recent), no addresses.
+func (n *netPolicy) report() tactics.Payload {
+	latest := map[string]router.PolicyEntry{}
+	for _, e := range n.pol.Entries() {
+		if l, ok := latest[e.Transport]; !ok || e.At.After(l.At) {
+			latest[e.Transport] = e
+		}
+	}
+	var p tactics.Payload
+	for _, e := range n.pol.Entries() {
+		if latest[e.Transport] != e || len(p.Verdicts) >= tactics.MaxVerdicts {
+			continue
+		}
+		var st tactics.State
+		switch e.State {
+		case router.StateOK:
+			st = tactics.StateOK
+		case router.StateThrottled:
+			st = tactics.StateThrottled
+		case router.StateBlocked:
+			st = tactics.StateBlocked
+		default:
+			continue
+		}
+		p.Verdicts = append(p.Verdicts, tactics.Verdict{Transport: e.Transport, State: st})
+	}
+	return p
+}
+
+// sendReport sends the report on s, if there is anything to report.
+func (n *netPolicy) sendReport(s *router.Session) {
+	p := n.report()
+	if len(p.Verdicts) == 0 {
+		return
+	}
+	b, err := p.Marshal()
+	if err != nil {
+		n.log.Debug("probe report", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	defer cancel()
+	if err := s.Send(ctx, frame.Frame{Type: frame.ProbeReport, Payload: b}); err != nil {
+		n.log.Debug("probe report not sent", "err", err)
+		return
+	}
+	n.log.Debug("probe report sent", "verdicts", len(p.Verdicts))
+}
+
+// onTactics keeps the gateway's recommended order for the next connect
+// (and the redials of this session).
+func (n *netPolicy) onTactics(order []string) {
+	n.log.Debug("tactics received", "order", order)
+	n.pol.SetPreference(order)
+	if n.dir == "" {
+		return
+	}
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
+	if err := writeJSON(filepath.Join(n.dir, tacticsFile), savedTactics{Order: order, At: time.Now().UTC()}); err != nil {
+		n.log.Warn("cannot save the tactics", "err", err)
+	}
+}

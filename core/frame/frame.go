@@ -73,7 +73,8 @@ const (
 	StreamData Type = 0x0b
 	// StreamClose closes a stream.
 	StreamClose Type = 0x0c
-	// ProbeReport carries a censorship probe report (OONI-compatible JSON).
+	// ProbeReport carries transport verdicts from a client and the tactics
+	// a gateway answers with (backends/tactics; docs/PROTOCOL.md, Part 7).
 	ProbeReport Type = 0x0d
 	// FECParity carries one Reed-Solomon parity shard.
 	FECParity Type = 0x0e

@@ -159,11 +159,10 @@ ip netns exec NAMESPACE COMMAND.`,
 			if gs := n.GatewayState(); gs != "" {
 				fmt.Fprintf(out, "gateway state: %s\n", gs)
 			}
-			for name, dir := range n.Users() {
+			for _, u := range n.Users() {
 				for _, h := range n.Hosts() {
-					if h.Name == name || strings.HasSuffix(dir, "user-"+name) && h.Role == scenario.RoleClient {
-						fmt.Fprintf(out, "%s: ip netns exec %s %s listen --state %s\n", name, h.Namespace, bin, dir)
-						break
+					if h.Name == u.Host {
+						fmt.Fprintf(out, "%s on %s: ip netns exec %s %s listen --state %s\n", u.Name, u.Host, h.Namespace, bin, u.State)
 					}
 				}
 			}

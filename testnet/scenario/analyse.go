@@ -38,6 +38,7 @@ func (r *runner) deliveries() map[string][]time.Time {
 // drain waits, up to the scenario's Drain, until every message the
 // gateway stored was delivered or every listener ended.
 func (r *runner) drain(ctx context.Context) {
+	r.chatStored()
 	d := r.s.Drain
 	if d == 0 {
 		d = DefaultDrain
@@ -110,6 +111,7 @@ func (r *runner) finish(rep *Report, runErr error) (*Report, error) {
 			rep.Gateway = append(rep.Gateway, Endpoint{Transport: t, Proto: proto(t), Port: r.gw.port(t)})
 		}
 	}
+	r.chatStored()
 	r.chatResults(rep)
 	del := r.deliveries()
 	for _, k := range r.msgOrder {
@@ -167,6 +169,32 @@ func nonzero(m map[string]uint64) map[string]uint64 {
 	return out
 }
 
+// chatStored marks the messages the chat programs reported stored. The
+// chats have ended when it is called.
+func (r *runner) chatStored() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.chats {
+		tag := ""
+		if i := slices.Index(p.args, "--tag"); i >= 0 && i+1 < len(p.args) {
+			tag = p.args[i+1]
+		}
+		for _, e := range parseChat(p.stdout.String()) {
+			if e.Ev != "sent" {
+				continue
+			}
+			if m, ok := r.msgs[messageKey(tag, e.N)]; ok {
+				st := r.since(e.T)
+				m.Stored = &st
+				if e.Start != nil {
+					m.Sent = r.since(*e.Start)
+				}
+				m.Attempts = 1
+			}
+		}
+	}
+}
+
 // chatResults reads the chat programs' events.
 func (r *runner) chatResults(rep *Report) {
 	for _, p := range r.chats {
@@ -182,24 +210,12 @@ func (r *runner) chatResults(rep *Report) {
 				c.Transport = p.args[i+1]
 			}
 		}
-		tag := ""
-		if i := slices.Index(p.args, "--tag"); i >= 0 && i+1 < len(p.args) {
-			tag = p.args[i+1]
-		}
 		for _, e := range parseChat(p.stdout.String()) {
 			switch e.Ev {
 			case "session":
 				c.Sessions = append(c.Sessions, e.Transport)
 			case "sent":
 				c.Stored++
-				if m, ok := r.msgs[messageKey(tag, e.N)]; ok {
-					st := r.since(e.T)
-					m.Stored = &st
-					if e.Start != nil {
-						m.Sent = r.since(*e.Start)
-					}
-					m.Attempts = 1
-				}
 			case "stats":
 				c.Samples = append(c.Samples, PathSample{T: r.since(e.T), Switches: e.Switches, Paths: e.Paths})
 			case "error":

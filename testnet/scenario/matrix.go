@@ -283,7 +283,7 @@ func (m *Matrix) WriteMarkdown(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\nGoodput: the delivered messages' bytes over the time from the first send to the last delivery, alice to bob through the real gateway (both clients behind the censor, restricted to the transport). In parentheses: the censor rules that blocked or throttled the transport's flows, from the censor's action log.\n")
+	b.WriteString("\nGoodput: the delivered messages' bytes over the time from the first send to the last delivery, alice to bob through the real gateway (both clients behind the censor, restricted to the transport). In parentheses: the censor rules that blocked or throttled the transport's flows, from the censor's action log. Each cell is one run with the seed above; gfw-fet blocks a flagged connection with probability 0.26 only, so a cell with few connections may pass.\n")
 	if p := m.Paths; p != nil && len(p.Chats) > 0 {
 		c := p.Chats[0]
 		fmt.Fprintf(&b, "\n## Path choices: %s\n\n%s\n\n", p.Scenario, p.Description)

@@ -56,6 +56,11 @@ func (m *Matrix) goodputPlot() (*plot.Plot, error) {
 	p.Y.Min = 0
 	n := len(m.Transports)
 	w := vg.Points(max(2, 60/float64(max(n, 1))))
+	top := 1.0
+	for _, c := range m.Cells {
+		top = max(top, c.GoodputMbps)
+	}
+	p.Y.Max = 1.2 * top // room for the legend
 	for i, t := range m.Transports {
 		vals := make(plotter.Values, len(m.Profiles))
 		for j, pr := range m.Profiles {
@@ -68,7 +73,7 @@ func (m *Matrix) goodputPlot() (*plot.Plot, error) {
 			return nil, fmt.Errorf("scenario: draw: %w", err)
 		}
 		bars.LineStyle.Width = 0
-		bars.Color = plotutil.Color(i)
+		bars.Color = transportColor(t, i)
 		bars.Offset = vg.Length(float64(i)-float64(n-1)/2) * w
 		p.Add(bars)
 		p.Legend.Add(t, bars)
@@ -80,6 +85,15 @@ func (m *Matrix) goodputPlot() (*plot.Plot, error) {
 	p.X.Tick.Label.XAlign = draw.XRight
 	p.Add(plotter.NewGrid())
 	return p, nil
+}
+
+// transportColor gives each known transport the same color in every
+// picture; others take the i-th color of the palette.
+func transportColor(t string, i int) color.Color {
+	if k := slices.Index(Transports, t); k >= 0 {
+		return plotutil.Color(k)
+	}
+	return plotutil.Color(len(Transports) + i)
 }
 
 // PathsPlot draws the path choices of a report's first chat: for each
@@ -130,7 +144,7 @@ func PathsPlot(rep *Report) (*plot.Plot, error) {
 			if err != nil {
 				return nil, fmt.Errorf("scenario: draw: %w", err)
 			}
-			sc.GlyphStyle.Color = plotutil.Color(i)
+			sc.GlyphStyle.Color = transportColor(t, i)
 			sc.GlyphStyle.Radius = set.radius
 			sc.GlyphStyle.Shape = draw.CircleGlyph{}
 			p.Add(sc)

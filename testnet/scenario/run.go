@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -336,12 +337,21 @@ func (n *Network) Hosts() []HostInfo { return n.rep.Hosts }
 // Dir returns the network's directory (state, logs, censor log).
 func (n *Network) Dir() string { return n.r.dir }
 
-// Users returns the registered users' state directories by name.
-func (n *Network) Users() map[string]string {
-	out := map[string]string{}
+// UserInfo is a registered user of a Network.
+type UserInfo struct {
+	Name string
+	// Host is the host the user registered from; State its client state
+	// directory (the --state of commucat's client commands).
+	Host, State string
+}
+
+// Users returns the registered users, sorted by name.
+func (n *Network) Users() []UserInfo {
+	var out []UserInfo
 	for name, u := range n.r.users {
-		out[name] = u.state
+		out = append(out, UserInfo{Name: name, Host: u.host, State: u.state})
 	}
+	slices.SortFunc(out, func(a, b UserInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

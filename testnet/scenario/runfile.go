@@ -45,7 +45,7 @@ func RunDir() string {
 }
 
 // procStart returns the start time of process pid, or false if it does
-// not run.
+// not run (a zombie does not count: its namespaces are nobody's).
 func procStart(pid int) (uint64, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -59,7 +59,7 @@ func procStart(pid int) (uint64, bool) {
 		return 0, false
 	}
 	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
 		return 0, false
 	}
 	v, err := strconv.ParseUint(f[19], 10, 64)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -361,7 +362,8 @@ func (s *Session) result() error {
 
 // shutdownPaths makes every path flush and close. Called with s.mu held.
 func (s *Session) shutdownPaths() {
-	for _, p := range s.paths {
+	// closePath may compact s.paths (dropDead): iterate over a copy.
+	for _, p := range slices.Clone(s.paths) {
 		s.closePath(p)
 	}
 }

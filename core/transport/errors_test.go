@@ -92,7 +92,8 @@ func TestWrapError(t *testing.T) {
 			if got, want := ne.Timeout(), tt.wantKind == transport.ErrTimeout; got != want {
 				t.Errorf("Timeout() = %v, want %v", got, want)
 			}
-			if ne.Temporary() { //nolint:staticcheck // part of net.Error
+			//lint:ignore SA1019 Temporary is part of net.Error, which OpError implements.
+			if ne.Temporary() {
 				t.Errorf("Temporary() = true, want false")
 			}
 		})

@@ -383,7 +383,8 @@ func (h *Host) Register(r *transport.Registry) error {
 		}
 		if slices.Contains(taken, info.Name) {
 			err := fmt.Errorf("%w: %s (%s not used)", ErrDuplicate, info.Name, info.Path)
-			p.stop(err) // no process for a plugin nobody can use
+			p.setFatal(err) // refuse it from now on, not once the process is gone
+			p.stop(err)     // no process for a plugin nobody can use
 			errs = append(errs, err)
 			continue
 		}

@@ -18,12 +18,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/commucat/commucat/testnet/netns"
 	"github.com/commucat/commucat/testnet/topology"
 	"github.com/google/go-cmp/cmp"
 )
@@ -416,5 +419,121 @@ func TestProbeAcceptance(t *testing.T) {
 				keepLogs(t, rep)
 			}
 		})
+	}
+}
+
+// firstMessageScenario is the network of one first-message run: bob
+// listens over reality (which each of these profiles lets through), and
+// alice's `commucat send`, started at sendAt, delivers one message with
+// the client's transport probes on or off (--no-probe). order, if set,
+// is the gateway's transports in invite order.
+func firstMessageScenario(profile string, order []string, probe bool) *Scenario {
+	s := Standard("first-message-"+profile, profile, order...)
+	s.Hosts = slices.DeleteFunc(s.Hosts, func(h Host) bool { return h.Role == RoleProber })
+	s.Seed = 1
+	s.Duration = 4 * time.Minute
+	s.Drain = time.Second
+	args := []string{"send", "--state", "{state:alice}", "--to", "bob", "--timeout", "90s"}
+	if !probe {
+		args = append(args, "--no-probe")
+	}
+	args = append(args, "first message")
+	s.Run = []Program{
+		{Listen: &Listen{User: "bob", Transport: "reality", Count: 1}},
+		{Exec: &Exec{Host: "alice", Args: args, Timeout: 2 * time.Minute, At: sendAt}},
+	}
+	return s
+}
+
+// sendAt gives bob's listener time to connect before alice starts.
+const sendAt = 6 * time.Second
+
+// firstMessageSeconds is the time from the start of alice's send process
+// to bob's listener printing the message, from the report's program
+// start times and the listener's --json output.
+func firstMessageSeconds(rep *Report) (float64, error) {
+	t0 := rep.Started.Add(time.Duration(rep.SetupSeconds * float64(time.Second)))
+	var sendStart time.Time
+	var received []byte
+	for _, p := range rep.Programs {
+		switch p.Kind {
+		case "exec":
+			if p.Exit != 0 {
+				return 0, fmt.Errorf("send exited %d: see %s", p.Exit, p.Log)
+			}
+			sendStart = t0.Add(time.Duration(p.Start * float64(time.Second)))
+		case "listen":
+			b, err := os.ReadFile(strings.TrimSuffix(p.Log, ".log") + ".out")
+			if err != nil {
+				return 0, err
+			}
+			received = b
+		}
+	}
+	line, _, _ := bytes.Cut(received, []byte("\n"))
+	var m struct {
+		Received time.Time `json:"received"`
+	}
+	if err := json.Unmarshal(line, &m); err != nil {
+		return 0, fmt.Errorf("no message received (%q): %w", line, err)
+	}
+	if sendStart.IsZero() {
+		return 0, errors.New("send did not run")
+	}
+	return m.Received.Sub(sendStart).Seconds(), nil
+}
+
+// BenchmarkFirstMessage measures, under each profile of the acceptance
+// test (and wan-clean for reference), the time from starting the
+// client's `commucat send` to the first delivered message, with the
+// client's transport probes on (the default) and off (--no-probe). The
+// invite lists reality first, which none of these profiles blocks; the
+// udp-block-quic-first case lists the UDP transports first. Each
+// iteration is a whole testnet run: use -benchtime Nx.
+//
+//	go test -run '^$' -bench FirstMessage -benchtime 3x ./testnet/scenario
+func BenchmarkFirstMessage(b *testing.B) {
+	if err := netns.Check(); err != nil {
+		b.Skip("SKIPPED (LOUDLY): the testnet benchmarks need root and /dev/net/tun: " + err.Error())
+	}
+	bin := filepath.Join(b.TempDir(), "commucat")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/commucat").CombinedOutput(); err != nil {
+		b.Fatalf("go build ./cmd/commucat: %v\n%s", err, out)
+	}
+	quicFirst := []string{"quic", "kcp", "obfs4", "tcp", "reality", "websocket"}
+	for _, c := range []struct {
+		name, profile string
+		order         []string
+	}{
+		{"wan-clean", "wan-clean", nil}, {"gfw-sni", "gfw-sni", nil}, {"udp-block", "udp-block", nil},
+		{"tspu-16k", "tspu-16k", nil}, {"gfw-fet", "gfw-fet", nil}, {"udp-block-quic-first", "udp-block", quicFirst},
+	} {
+		for _, probe := range []bool{true, false} {
+			mode := "on"
+			if !probe {
+				mode = "off"
+			}
+			b.Run("profile="+c.name+"/probes="+mode, func(b *testing.B) {
+				var total, worst float64
+				for i := 0; i < b.N; i++ {
+					s := firstMessageScenario(c.profile, c.order, probe)
+					s.Seed = uint64(i + 1)
+					rep, err := Run(context.Background(), s, Options{Binary: bin, Dir: b.TempDir()})
+					if err != nil && !errors.Is(err, ErrFailed) {
+						b.Fatalf("run: %v", err)
+					}
+					sec, err := firstMessageSeconds(rep)
+					if err != nil {
+						b.Fatalf("%v (run directory %s)", err, rep.Dir)
+					}
+					b.Logf("seed %d: %.2fs", s.Seed, sec)
+					total += sec
+					worst = max(worst, sec)
+				}
+				b.ReportMetric(total/float64(b.N), "s/first-message")
+				b.ReportMetric(worst, "s/worst")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
 	}
 }

@@ -91,7 +91,9 @@ func (p Profile) String() string { return base64.RawURLEncoding.EncodeToString(p
 
 // Parse decodes a seed written by String and derives its profile.
 func Parse(s string) (Profile, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	// Strict: a seed has exactly one encoding (no stray bits in the last
+	// character).
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil || len(b) != SeedSize {
 		return Profile{}, fmt.Errorf("%w: want %d bytes in base64url", ErrSeed, SeedSize)
 	}

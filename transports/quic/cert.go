@@ -214,7 +214,9 @@ func pinOf(leaf *x509.Certificate) string {
 func decodePin(s string) ([sha256.Size]byte, error) {
 	var h [sha256.Size]byte
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil || len(b) != len(h) {
+	// The decoder skips CR and LF: compare the canonical form too, so a pin
+	// has exactly one spelling.
+	if err != nil || len(b) != len(h) || base64.RawURLEncoding.EncodeToString(b) != s {
 		return h, fmt.Errorf("quic: pin must be 43 characters of base64url (the SHA-256 of a public key)")
 	}
 	copy(h[:], b)

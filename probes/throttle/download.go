@@ -13,7 +13,6 @@ package throttle
 
 import (
 	"context"
-	stdtls "crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -232,68 +230,12 @@ func (d *Download) download(ctx context.Context, env *probes.Env, u, tag string)
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.MaxTime+d.cfg.Stall)
 	defer cancel()
 	var (
-		wire        atomic.Int64
-		mu          sync.Mutex
-		stage       = ooni.OpHTTPRoundTrip
-		dialFailure string
+		wire atomic.Int64
+		st   probes.Stage
 	)
-	setStage := func(op, f string) {
-		mu.Lock()
-		stage, dialFailure = op, f
-		mu.Unlock()
-	}
-	dial := func(ctx context.Context, addr string) (net.Conn, string, error) {
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, "", err
-		}
-		setStage(ooni.OpResolve, "")
-		ip, err := env.Resolve(ctx, host)
-		if err != nil {
-			setStage(ooni.OpResolve, ooni.Classify(err))
-			return nil, "", err
-		}
-		a := net.JoinHostPort(ip, port)
-		setStage(ooni.OpConnect, "")
-		t0 := env.Now()
-		conn, err := env.Dial(ctx, "tcp", a)
-		if f := tr.TCPConnect(tx, a, t0, err, tag); f != "" {
-			setStage(ooni.OpConnect, f)
-			return nil, "", err
-		}
-		setStage(ooni.OpHTTPRoundTrip, "")
-		return &countingConn{Conn: conn, n: &wire, stall: d.cfg.Stall}, a, nil
-	}
-	ht := &http.Transport{
-		Proxy:             nil,
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			c, _, err := dial(ctx, addr)
-			return c, err
-		},
-		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			conn, a, err := dial(ctx, addr)
-			if err != nil {
-				return nil, err
-			}
-			host, _, _ := net.SplitHostPort(addr)
-			setStage(ooni.OpTLSHandshake, "")
-			tc := stdtls.Client(conn, &stdtls.Config{ServerName: host, RootCAs: d.cfg.RootCAs, NextProtos: []string{"http/1.1"}, MinVersion: stdtls.VersionTLS12})
-			h := ooni.Handshake{Address: a, ServerName: host, ALPN: []string{"http/1.1"}, Start: env.Now(), Tags: []string{tag}}
-			h.Err = tc.HandshakeContext(ctx)
-			if h.Err == nil {
-				st := tc.ConnectionState()
-				h.State = &st
-			}
-			if f := tr.TLSHandshake(tx, h); f != "" {
-				conn.Close()
-				setStage(ooni.OpTLSHandshake, f)
-				return nil, h.Err
-			}
-			setStage(ooni.OpHTTPRoundTrip, "")
-			return tc, nil
-		},
-	}
+	ht := probes.TracedHTTPTransport(env, tx, tag, d.cfg.RootCAs, &st, func(c net.Conn) net.Conn {
+		return &countingConn{Conn: c, n: &wire, stall: d.cfg.Stall}
+	})
 	defer ht.CloseIdleConnections()
 	client := &http.Client{Transport: ht, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -305,9 +247,7 @@ func (d *Download) download(ctx context.Context, env *probes.Env, u, tag string)
 	start := env.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		mu.Lock()
-		f, op := dialFailure, stage
-		mu.Unlock()
+		op, f := st.Get()
 		if f == "" {
 			f = ooni.Classify(err)
 		}

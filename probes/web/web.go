@@ -17,7 +17,6 @@ package web
 import (
 	"bytes"
 	"context"
-	stdtls "crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -26,7 +25,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/commucat/commucat/probes"
@@ -221,69 +219,9 @@ func (p *Probe) fetch(ctx context.Context, env *probes.Env, client *http.Client,
 	tx := tr.NewTransaction()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	var (
-		mu          sync.Mutex
-		stage       = ooni.OpHTTPRoundTrip
-		dialFailure string
-	)
-	setStage := func(op, f string) {
-		mu.Lock()
-		stage, dialFailure = op, f
-		mu.Unlock()
-	}
+	var st probes.Stage
 	if client == nil {
-		dial := func(ctx context.Context, addr string) (net.Conn, string, error) {
-			host, port, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, "", err
-			}
-			setStage(ooni.OpResolve, "")
-			ip, err := env.Resolve(ctx, host)
-			if err != nil {
-				setStage(ooni.OpResolve, ooni.Classify(err))
-				return nil, "", err
-			}
-			a := net.JoinHostPort(ip, port)
-			setStage(ooni.OpConnect, "")
-			t0 := env.Now()
-			conn, err := env.Dial(ctx, "tcp", a)
-			if f := tr.TCPConnect(tx, a, t0, err, tag); f != "" {
-				setStage(ooni.OpConnect, f)
-				return nil, "", err
-			}
-			setStage(ooni.OpHTTPRoundTrip, "")
-			return conn, a, nil
-		}
-		t := &http.Transport{
-			Proxy:             nil,
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-				c, _, err := dial(ctx, addr)
-				return c, err
-			},
-			DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-				conn, a, err := dial(ctx, addr)
-				if err != nil {
-					return nil, err
-				}
-				host, _, _ := net.SplitHostPort(addr)
-				setStage(ooni.OpTLSHandshake, "")
-				tc := stdtls.Client(conn, &stdtls.Config{ServerName: host, RootCAs: p.cfg.RootCAs, NextProtos: []string{"http/1.1"}, MinVersion: stdtls.VersionTLS12})
-				h := ooni.Handshake{Address: a, ServerName: host, ALPN: []string{"http/1.1"}, Start: env.Now(), Tags: []string{tag}}
-				h.Err = tc.HandshakeContext(ctx)
-				if h.Err == nil {
-					st := tc.ConnectionState()
-					h.State = &st
-				}
-				if f := tr.TLSHandshake(tx, h); f != "" {
-					conn.Close()
-					setStage(ooni.OpTLSHandshake, f)
-					return nil, h.Err
-				}
-				setStage(ooni.OpHTTPRoundTrip, "")
-				return tc, nil
-			},
-		}
+		t := probes.TracedHTTPTransport(env, tx, tag, p.cfg.RootCAs, &st, nil)
 		defer t.CloseIdleConnections()
 		client = &http.Client{Transport: t}
 	}
@@ -298,9 +236,7 @@ func (p *Probe) fetch(ctx context.Context, env *probes.Env, client *http.Client,
 	rt := ooni.RoundTrip{Network: "tcp", Address: req.URL.Host, Request: req, Start: env.Now(), Tags: []string{tag}}
 	resp, err := client.Do(req)
 	if err != nil {
-		mu.Lock()
-		f, op := dialFailure, stage
-		mu.Unlock()
+		op, f := st.Get()
 		if f == "" {
 			f = ooni.Classify(err)
 		}

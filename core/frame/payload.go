@@ -54,10 +54,13 @@ const (
 	// number. Its payload is a SackPayload (ParseSack), not the id list
 	// of the other kinds.
 	AckRecords AckKind = 3
+	// AckDatagrams: the router reports the datagrams it received on a
+	// path. Its payload is a DatagramAckPayload (ParseDatagramAck).
+	AckDatagrams AckKind = 4
 )
 
 // Known reports whether k is a CCP-1 ack kind.
-func (k AckKind) Known() bool { return k >= AckStored && k <= AckRecords }
+func (k AckKind) Known() bool { return k >= AckStored && k <= AckDatagrams }
 
 // String names the kind as docs/PROTOCOL.md does.
 func (k AckKind) String() string {
@@ -68,6 +71,8 @@ func (k AckKind) String() string {
 		return "delivered"
 	case AckRecords:
 		return "records"
+	case AckDatagrams:
+		return "datagrams"
 	}
 	return fmt.Sprintf("ack-kind(%d)", uint8(k))
 }
@@ -83,7 +88,7 @@ const MaxAckIDs = 255
 //	| 1 byte | 1..2 bytes    | count × 16 bytes        |
 //	+--------+---------------+-------------------------+
 //
-// kind is 1, 2 or 3; count is 0 to 255; nothing follows the last id.
+// kind is 1 to 4 (kinds 3 and 4 have payloads of their own: SackPayload, DatagramAckPayload); count is 0 to 255; nothing follows the last id.
 type AckPayload struct {
 	Kind AckKind
 	IDs  [][16]byte

@@ -44,7 +44,7 @@ func TestAck(t *testing.T) {
 		{"255 ids", AckPayload{Kind: AckStored, IDs: ids(255)}.Append(nil), AckPayload{Kind: AckStored, IDs: ids(255)}, false},
 		{"empty", nil, AckPayload{}, true},
 		{"kind 0", []byte{0, 0}, AckPayload{}, true},
-		{"kind 4", []byte{4, 0}, AckPayload{}, true},
+		{"kind 5", []byte{5, 0}, AckPayload{}, true},
 		{"no count", []byte{1}, AckPayload{}, true},
 		{"count cut", []byte{1, 0x80}, AckPayload{}, true},
 		{"count not minimal", []byte{1, 0x80, 0}, AckPayload{}, true},

@@ -295,7 +295,7 @@ func (c *Conn) SendDatagram(b []byte) error {
 	}
 	h.stats.Datagrams++
 	at := h.depart(time.Now(), len(b))
-	if h.lost() || h.blackhole || len(h.dgrams) >= h.link.datagrams() {
+	if h.dgramLost() || h.blackhole || len(h.dgrams) >= h.link.datagrams() {
 		h.stats.DatagramsLost++
 		return nil
 	}

@@ -22,6 +22,11 @@ type Link struct {
 	// Loss is the probability that a segment or datagram is lost, drawn
 	// independently per segment (Bernoulli). Ignored when Burst is set.
 	Loss float64
+	// DatagramLoss, if set, is the probability that a datagram is lost,
+	// drawn independently per datagram, instead of Loss or Burst: a link
+	// that drops datagrams but not stream segments (a censor or a
+	// policer aimed at UDP).
+	DatagramLoss float64
 	// Burst, if set, draws losses from a Gilbert-Elliott two-state chain
 	// instead of Loss.
 	Burst *GilbertElliott
@@ -75,7 +80,7 @@ func (l Link) Validate() error {
 	probs := []struct {
 		name string
 		v    float64
-	}{{"Loss", l.Loss}}
+	}{{"Loss", l.Loss}, {"DatagramLoss", l.DatagramLoss}}
 	if g := l.Burst; g != nil {
 		probs = append(probs, []struct {
 			name string
@@ -220,6 +225,14 @@ func (h *half) lost() bool {
 		}
 	}
 	return p > 0 && h.rng.Float64() < p
+}
+
+// dgramLost draws whether the next datagram is lost.
+func (h *half) dgramLost() bool {
+	if p := h.link.DatagramLoss; p > 0 {
+		return h.rng.Float64() < p
+	}
+	return h.lost()
 }
 
 // depart returns when n bytes sent now leave the rate limiter, plus the

@@ -62,7 +62,16 @@ func (tr *tracker) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	tr.mu.Lock()
 	tr.conns = append(tr.conns, tc)
 	tr.mu.Unlock()
+	if dc, ok := c.(transport.DatagramConn); ok {
+		return &trackedDatagramConn{trackedConn: tc, DatagramConn: dc}, nil
+	}
 	return tc, nil
+}
+
+// trackedDatagramConn keeps the datagrams of a tracked connection.
+type trackedDatagramConn struct {
+	*trackedConn
+	transport.DatagramConn
 }
 
 func (tr *tracker) killAll() {
@@ -332,21 +341,24 @@ func TestUnconfirmedSessionNotServed(t *testing.T) {
 
 // TestMixedTransports runs one session over TCP, QUIC and KCP at once and
 // kills the first path mid-transfer.
-func TestMixedTransports(t *testing.T) {
+// kind is a transport a test gateway serves.
+type kind struct {
+	name   string
+	server transport.ServerFactory
+	client transport.Factory
+}
+
+// mixedSession runs a gateway (echo handler) with one endpoint per kind on
+// loopback and a client session over all of them, its transports wrapped
+// in trackers; it runs the session until the test ends and returns the
+// trackers by transport name and the endpoint the client connected over.
+func mixedSession(t *testing.T, kinds []kind, rcfg router.Config) (*router.Session, map[string]*tracker, invite.Endpoint) {
+	t.Helper()
 	gw, err := handshake.GenerateStatic()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer gw.Wipe()
-	kinds := []struct {
-		name   string
-		server transport.ServerFactory
-		client transport.Factory
-	}{
-		{"tcp", tcp.ServerFactory, tcp.Factory},
-		{"quic", quic.ServerFactory, quic.Factory},
-		{"kcp", kcp.ServerFactory, kcp.Factory},
-	}
+	t.Cleanup(gw.Wipe)
 	var geps []gateway.Endpoint
 	var pubs []transport.Params
 	for _, k := range kinds {
@@ -358,7 +370,7 @@ func TestMixedTransports(t *testing.T) {
 		pubs = append(pubs, pub)
 	}
 	h := new(counter)
-	srv, err := gateway.New(gateway.Config{Static: gw, Endpoints: geps, Rate: 100, Burst: 100}, h)
+	srv, err := gateway.New(gateway.Config{Static: gw, Endpoints: geps, Rate: 100, Burst: 100, Router: rcfg}, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +382,7 @@ func TestMixedTransports(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
 
 	reg := new(transport.Registry)
 	trackers := map[string]*tracker{}
@@ -386,10 +398,13 @@ func TestMixedTransports(t *testing.T) {
 		})
 		eps = append(eps, invite.Endpoint{Transport: k.name, Addr: addrs[i].String(), Params: map[string]string(pubs[i])})
 	}
-	dev, _ := handshake.GenerateStatic()
-	defer dev.Wipe()
+	dev, err := handshake.GenerateStatic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dev.Wipe)
 	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	s, ep, err := client.Dial(dctx, client.Config{Static: dev, Gateway: gw.Public(), Endpoints: eps, Transports: reg})
+	s, ep, err := client.Dial(dctx, client.Config{Static: dev, Gateway: gw.Public(), Endpoints: eps, Transports: reg, Router: rcfg})
 	dcancel()
 	if err != nil {
 		t.Fatal(err)
@@ -397,7 +412,16 @@ func TestMixedTransports(t *testing.T) {
 	rctx, rcancel := context.WithCancel(context.Background())
 	run := make(chan error, 1)
 	go func() { run <- s.Run(rctx) }()
-	defer func() { s.Close(); rcancel(); <-run }()
+	t.Cleanup(func() { s.Close(); rcancel(); <-run })
+	return s, trackers, ep
+}
+
+func TestMixedTransports(t *testing.T) {
+	s, trackers, ep := mixedSession(t, []kind{
+		{"tcp", tcp.ServerFactory, tcp.Factory},
+		{"quic", quic.ServerFactory, quic.Factory},
+		{"kcp", kcp.ServerFactory, kcp.Factory},
+	}, router.Config{})
 	waitUntil(t, "three paths", func() bool { return active(s) == 3 })
 	echoes(t, s, 300, func() { trackers[ep.Transport].kill(0) })
 	// The killed path is redialled: wait until all three transports carry
@@ -412,4 +436,66 @@ func TestMixedTransports(t *testing.T) {
 		return names
 	}
 	waitUntil(t, "active paths over tcp, quic and kcp", func() bool { return len(activeOver()) == 3 })
+}
+
+// TestDatagramsOverQUICAndKCP carries media frames as datagrams over real
+// QUIC and KCP connections on loopback, both ways (the gateway echoes
+// them), beside reliable messages.
+func TestDatagramsOverQUICAndKCP(t *testing.T) {
+	s, _, _ := mixedSession(t, []kind{
+		{"quic", quic.ServerFactory, quic.Factory},
+		{"kcp", kcp.ServerFactory, kcp.Factory},
+	}, router.Config{})
+	waitUntil(t, "two paths", func() bool { return active(s) == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 300
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			p := binary.BigEndian.AppendUint64(make([]byte, 0, 160), uint64(i))
+			fs := []frame.Frame{{Type: frame.Media, Stream: 3, Payload: append(p, make([]byte, 152)...)}}
+			if i%10 == 0 {
+				fs = append(fs, frame.Frame{Type: frame.Message, Payload: binary.BigEndian.AppendUint64(nil, uint64(i/10))})
+			}
+			if err := s.Send(ctx, fs...); err != nil {
+				errc <- err
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		errc <- nil
+	}()
+	media, msgs := map[uint64]bool{}, 0
+	for msgs < n/10 {
+		f, err := s.Recv(ctx)
+		if err != nil {
+			t.Fatalf("recv after %d messages, %d media: %v", msgs, len(media), err)
+		}
+		switch f.Type {
+		case frame.Media:
+			media[binary.BigEndian.Uint64(f.Payload)] = true
+		case frame.Message:
+			if got := binary.BigEndian.Uint64(f.Payload); got != uint64(msgs) {
+				t.Fatalf("message %d: got %d", msgs, got)
+			}
+			msgs++
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	t.Logf("media echoed %d of %d; datagrams sent %d, received %d", len(media), n, st.DatagramsSent, st.DatagramsReceived)
+	if st.DatagramsSent < n*9/10 || st.DatagramsReceived == 0 {
+		t.Errorf("datagrams sent %d, received %d; want the media to go as datagrams both ways", st.DatagramsSent, st.DatagramsReceived)
+	}
+	for _, p := range st.Paths {
+		if p.State == router.PathActive && !p.Datagrams {
+			t.Errorf("%s path does not carry datagrams", p.Transport)
+		}
+	}
+	if len(media) == 0 {
+		t.Errorf("no media frame came back")
+	}
 }

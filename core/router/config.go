@@ -104,6 +104,10 @@ type Config struct {
 	// FEC says when to send Reed-Solomon parity. The zero value is
 	// FECAuto.
 	FEC FECMode
+	// NoDatagrams keeps unreliable frames (Media) on the paths' streams
+	// even where a transport also carries datagrams (QUIC, KCP). By
+	// default they go as datagrams where a path carries them.
+	NoDatagrams bool
 	// KeepAlive is how often an idle path is pinged. If zero, 15s. Paths
 	// with traffic are pinged every 2 RTT (100 ms to 1 s).
 	KeepAlive time.Duration

@@ -71,6 +71,8 @@ type path struct {
 	id   uint64
 	ep   Endpoint
 	conn net.Conn
+	// dg is the datagram side of conn, nil if it has none.
+	dg *dgPath
 	// dialer is the index in Config.Endpoints this path came from, or -1.
 	dialer int
 	// penalty multiplies the score: Config.Policy's for the endpoint

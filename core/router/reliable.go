@@ -25,7 +25,11 @@ func reserved(f frame.Frame) bool {
 	case frame.Ping, frame.Pong, frame.PathJoin, frame.Padding, frame.FECParity, frame.Close:
 		return true
 	case frame.Ack:
-		return len(f.Payload) > 0 && frame.AckKind(f.Payload[0]) == frame.AckRecords
+		if len(f.Payload) == 0 {
+			return false
+		}
+		k := frame.AckKind(f.Payload[0])
+		return k == frame.AckRecords || k == frame.AckDatagrams
 	}
 	return false
 }
@@ -132,6 +136,9 @@ func (s *Session) pump(now time.Time) {
 		if o.acked {
 			o.queued = false
 			s.unsent = s.unsent[1:]
+			continue
+		}
+		if o.seq == 0 && s.sendDatagrams(now) {
 			continue
 		}
 		class, avoid := s.sendClass(o)
@@ -274,6 +281,12 @@ func (s *Session) seal(p *path, pt []byte) ([]byte, bool) {
 		}
 	}
 	p.sent++
+	return s.sealPlain(pt)
+}
+
+// sealPlain seals pt, unpadded, into a record and wipes pt. It ends the
+// session if the record layer fails. Called with s.mu held.
+func (s *Session) sealPlain(pt []byte) ([]byte, bool) {
 	raw, _, err := s.sealer.Seal(make([]byte, 0, len(pt)+session.Overhead), pt)
 	clear(pt)
 	if err != nil {
@@ -531,15 +544,33 @@ func (s *Session) onRecord(p *path, rec []byte, ptbuf *[]byte) error {
 	if p.state == PathDead || s.ended() {
 		return errPathClosed
 	}
+	if err := s.handleRecord(p, rec, ptbuf, nil); err != nil {
+		return err
+	}
+	s.pump(time.Now())
+	return nil
+}
+
+// handleRecord opens rec, received on p, and acts on its frames and on
+// any records FEC repairs with it; authentic is called (if not nil) once
+// the record proved authentic. An error is the opener's for a record that
+// does not open, or one that ended the session. Called with s.mu held.
+func (s *Session) handleRecord(p *path, rec []byte, ptbuf *[]byte, authentic func()) error {
 	pt, _, err := s.opener.Open((*ptbuf)[:0], rec)
 	if errors.Is(err, session.ErrReplay) {
 		// A copy of a record that came first on another path, or was
 		// repaired: the path works.
 		s.st.replays++
+		if authentic != nil {
+			authentic()
+		}
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	if authentic != nil {
+		authentic()
 	}
 	*ptbuf = pt
 	now := time.Now()
@@ -577,7 +608,6 @@ func (s *Session) onRecord(p *path, rec []byte, ptbuf *[]byte) error {
 			return err
 		}
 	}
-	s.pump(now)
 	return nil
 }
 
@@ -605,7 +635,12 @@ func (s *Session) dispatch(p *path, pt []byte, now time.Time, repaired *[][]byte
 		case frame.Padding, frame.PathJoin:
 		case frame.Ping:
 			if p != nil {
-				s.sendControl(p, frame.Frame{Type: frame.Pong, Payload: f.Payload})
+				pong := frame.Frame{Type: frame.Pong, Payload: f.Payload}
+				if da, ok := p.dgAck(); ok {
+					s.sendControl(p, pong, da)
+				} else {
+					s.sendControl(p, pong)
+				}
 			}
 		case frame.Pong:
 			if p != nil {
@@ -622,12 +657,18 @@ func (s *Session) dispatch(p *path, pt []byte, now time.Time, repaired *[][]byte
 				s.log.Debug("bad parity", "err", err)
 			}
 		case frame.Ack:
-			if frame.AckKind(f.Payload[0]) == frame.AckRecords {
+			switch frame.AckKind(f.Payload[0]) {
+			case frame.AckRecords:
 				sp, _ := frame.ParseSack(f.Payload)
 				s.onSack(sp, now)
-				continue
+			case frame.AckDatagrams:
+				if p != nil {
+					da, _ := frame.ParseDatagramAck(f.Payload)
+					p.onDatagramAck(da)
+				}
+			default:
+				s.receive(p, f, now)
 			}
-			s.receive(p, f, now)
 		default:
 			s.receive(p, f, now)
 		}
@@ -649,8 +690,11 @@ func checkControl(f frame.Frame) error {
 		if len(f.Payload) == 0 {
 			return fmt.Errorf("router: empty ack")
 		}
-		if frame.AckKind(f.Payload[0]) == frame.AckRecords {
+		switch frame.AckKind(f.Payload[0]) {
+		case frame.AckRecords:
 			_, err = frame.ParseSack(f.Payload)
+		case frame.AckDatagrams:
+			_, err = frame.ParseDatagramAck(f.Payload)
 		}
 	}
 	return err

@@ -31,7 +31,7 @@ var (
 	ErrResumeRefused = errors.New("router: gateway refused to resume the session")
 	// ErrReserved means Send was given a frame type the router sends
 	// itself (Ping, Pong, PathJoin, Padding, FECParity, Close, and Ack of
-	// kind AckRecords).
+	// kinds AckRecords and AckDatagrams).
 	ErrReserved = errors.New("router: frame type reserved for the router")
 )
 
@@ -123,6 +123,11 @@ type Session struct {
 	blockRecords float64
 	fecM         int           // parity shards of the current or next block
 	fecShards    map[*path]int // shards of the open block per path
+	// FEC of datagram records: blocks of their own, sized for the
+	// datagram loss of the path they start on.
+	dgEnc          *fec.Encoder
+	dgFECPath      *path
+	dgBlockRecords float64 // moving average of records per block
 
 	st counters
 }
@@ -190,6 +195,9 @@ func New(role Role, res *handshake.Result, conn net.Conn, ep Endpoint, cfg Confi
 	if err == nil {
 		s.ctl, err = fec.NewController(fec.ControllerConfig{})
 	}
+	if err == nil {
+		s.dgEnc, err = fec.NewEncoder(fec.EncoderConfig{MaxDelay: dgFECDelay})
+	}
 	s.eps = make([]epState, len(c.Endpoints))
 	for i, e := range c.Endpoints {
 		if e.Transport == ep.Transport && e.Addr == ep.Addr && s.firstPath < 0 {
@@ -238,6 +246,7 @@ func (s *Session) newPath(conn net.Conn, ep Endpoint, st PathState, dialer int) 
 		id:       s.nextPathID,
 		ep:       ep,
 		conn:     conn,
+		dg:       newDgPath(conn, s.cfg),
 		dialer:   dialer,
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -262,6 +271,10 @@ func (s *Session) newPath(conn net.Conn, ep Endpoint, st PathState, dialer int) 
 func (s *Session) startPath(p *path) {
 	s.wg.Go(p.readLoop)
 	s.wg.Go(p.writeLoop)
+	if p.dg != nil {
+		s.wg.Go(p.dgReadLoop)
+		s.wg.Go(p.dgWriteLoop)
+	}
 }
 
 func (s *Session) ended() bool {

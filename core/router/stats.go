@@ -10,6 +10,7 @@ type counters struct {
 	paritySent, repaired                                       uint64
 	stalls, switches, joins, refused, resumes                  uint64
 	sched                                                      [4]uint64
+	dgSent, dgRecv                                             uint64
 }
 
 // Stats are a session's counters and its paths' live metrics.
@@ -42,6 +43,9 @@ type Stats struct {
 	// gateway refused; Resumes times the session came back after every
 	// path had died.
 	Joins, Refused, Resumes uint64
+	// DatagramsSent and DatagramsReceived count records sent and
+	// received as datagrams (unreliable frames and their parity).
+	DatagramsSent, DatagramsReceived uint64
 	// Unacked is how many reliable frames wait for acknowledgement.
 	Unacked int
 	// Paths are the live paths and the last few dead ones.
@@ -74,6 +78,14 @@ type PathStats struct {
 	RecordsSent, RecordsReceived, BytesSent, BytesReceived uint64
 	// Best, Redundant and Spread count records each scheduler put here.
 	ScheduledBest, ScheduledRedundant, ScheduledSpread uint64
+	// Datagrams reports whether the path carries datagrams.
+	Datagrams bool
+	// DatagramsSent and DatagramsReceived count its datagrams;
+	// DatagramsMissing is how many numbers below the highest received
+	// never arrived; DatagramLoss is the share of this side's datagrams
+	// the peer reports lost (moving average).
+	DatagramsSent, DatagramsReceived, DatagramsMissing uint64
+	DatagramLoss                                       float64
 	// Stalls counts how often the path stalled.
 	Stalls uint64
 	// Opened is when the path was added.
@@ -93,6 +105,7 @@ func (s *Session) Stats() Stats {
 		ParitySent: c.paritySent, Repaired: c.repaired,
 		Stalls: c.stalls, Switches: c.switches,
 		Joins: c.joins, Refused: c.refused, Resumes: c.resumes,
+		DatagramsSent: c.dgSent, DatagramsReceived: c.dgRecv,
 	}
 	for _, o := range s.outq {
 		if !o.acked {
@@ -111,6 +124,11 @@ func (s *Session) Stats() Stats {
 		}
 		if p.hasRTT {
 			ps.SRTT, ps.RTTVar = p.srtt, p.rttvar
+		}
+		if d := p.dg; d != nil {
+			ps.Datagrams = !d.failed
+			ps.DatagramsSent, ps.DatagramsReceived = d.sent, d.recv
+			ps.DatagramsMissing, ps.DatagramLoss = d.high-d.recv, d.loss
 		}
 		st.Paths = append(st.Paths, ps)
 	}

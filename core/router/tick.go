@@ -92,6 +92,7 @@ func (s *Session) tick(now time.Time) time.Time {
 			at(d)
 		}
 	}
+	s.flushDgFEC(now, at)
 	if s.fecActive(now) {
 		s.dec.Expire()
 	}
@@ -181,7 +182,9 @@ func (s *Session) tickPath(p *path, now time.Time, at func(time.Time)) {
 		at(dl)
 	}
 	interval := s.cfg.KeepAlive
-	if busy := !p.lastData.IsZero() && now.Sub(p.lastData) < 2*time.Second; busy || p.state != PathActive {
+	busy := !p.lastData.IsZero() && now.Sub(p.lastData) < 2*time.Second ||
+		p.dg != nil && !p.dg.lastSent.IsZero() && now.Sub(p.dg.lastSent) < 2*time.Second
+	if busy || p.state != PathActive {
 		srtt, _ := p.rtt()
 		interval = min(interval, max(100*time.Millisecond, min(2*srtt, time.Second)))
 		if p.state == PathStalled {

@@ -1,0 +1,231 @@
+package router
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/commucat/commucat/core/frame"
+	"github.com/commucat/commucat/testnet/simnet"
+)
+
+func TestExtendSerial(t *testing.T) {
+	for _, tt := range []struct {
+		high uint64
+		n    uint32
+		want uint64
+	}{
+		{0, 1, 1},
+		{5, 3, 3},
+		{5, 9, 9},
+		{0xffff_fff0, 0xffff_fff5, 0xffff_fff5},
+		{0xffff_fff0, 2, 1<<32 + 2},
+		{1<<32 + 2, 0xffff_fff0, 0xffff_fff0},
+		{3<<32 + 5, 7, 3<<32 + 7},
+		{0, 0xffff_ffff, 0xffff_ffff}, // no number below 0
+		{^uint64(0) - 3, 0xffff_fffe, ^uint64(0) - 1},
+	} {
+		if got := extendSerial(tt.high, tt.n); got != tt.want {
+			t.Errorf("extendSerial(%#x, %#x) = %#x, want %#x", tt.high, tt.n, got, tt.want)
+		}
+	}
+}
+
+// media is the i-th media frame of a call on stream 7.
+func media(i int) frame.Frame {
+	p := make([]byte, 160) // 20 ms of Opus at 64 kbit/s
+	binary.BigEndian.PutUint64(p, uint64(i))
+	return frame.Frame{Type: frame.Media, Stream: 7, Payload: p}
+}
+
+// callResult is what the receiving side of a call saw.
+type callResult struct {
+	media    map[uint64]int // media frame index -> copies
+	messages int
+}
+
+// call sends n media frames every gap from one session, with a reliable
+// message every tenth, and receives on the other: messages must arrive
+// exactly once and in order, media as they come.
+func call(t *testing.T, ctx context.Context, from, to *Session, n int, gap time.Duration) callResult {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			fs := []frame.Frame{media(i)}
+			if i%10 == 0 {
+				fs = append(fs, msg(i/10, 64))
+			}
+			if err := from.Send(ctx, fs...); err != nil {
+				errc <- fmt.Errorf("send %d: %w", i, err)
+				return
+			}
+			time.Sleep(gap)
+		}
+		errc <- nil
+	}()
+	res := callResult{media: map[uint64]int{}}
+	want := (n + 9) / 10
+	// Media still in flight when the last message arrives comes within
+	// a second; wait that long after it.
+	var stop <-chan time.Time
+	for {
+		rctx, cancel := context.WithCancel(ctx)
+		if stop != nil {
+			go func() {
+				select {
+				case <-stop:
+					cancel()
+				case <-rctx.Done():
+				}
+			}()
+		}
+		f, err := to.Recv(rctx)
+		cancel()
+		if err != nil {
+			if stop != nil && ctx.Err() == nil {
+				break
+			}
+			t.Fatalf("recv: %v", err)
+		}
+		switch f.Type {
+		case frame.Media:
+			if f.Stream != 7 || f.Seq != 0 || len(f.Payload) != 160 {
+				t.Fatalf("media frame: stream %d, seq %d, %d bytes", f.Stream, f.Seq, len(f.Payload))
+			}
+			res.media[binary.BigEndian.Uint64(f.Payload)]++
+		case frame.Message:
+			if got := binary.BigEndian.Uint64(f.Payload); got != uint64(res.messages) {
+				t.Fatalf("message %d: got %d (out of order or duplicated)", res.messages, got)
+			}
+			res.messages++
+			if res.messages == want {
+				stop = time.After(time.Second)
+			}
+		default:
+			t.Fatalf("unexpected %s frame", f.Type)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range res.media {
+		if c != 1 {
+			t.Errorf("media frame %d delivered %d times", i, c)
+		}
+	}
+	return res
+}
+
+func TestDatagramMedia(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, _ := simEnv(t, 11, 2, 10*time.Millisecond, Config{}, Config{})
+		defer e.stop()
+		waitFor(t, "two paths", 5*time.Second, func() bool { return usable(e.client) == 2 })
+		res := call(t, t.Context(), e.client, e.gateway, 500, 10*time.Millisecond)
+		if len(res.media) != 500 {
+			t.Errorf("%d of 500 media frames arrived over a lossless network", len(res.media))
+		}
+		cs, gs := e.client.Stats(), e.gateway.Stats()
+		// Every media frame goes as a datagram (a few share one).
+		if cs.DatagramsSent < 450 || gs.DatagramsReceived != cs.DatagramsSent {
+			t.Errorf("datagrams: client sent %d, gateway received %d; want about 500, all received", cs.DatagramsSent, gs.DatagramsReceived)
+		}
+		if cs.Retransmits != 0 {
+			t.Errorf("%d retransmits on a lossless network", cs.Retransmits)
+		}
+		for _, p := range cs.Paths {
+			if !p.Datagrams {
+				t.Errorf("path %d (%s) does not carry datagrams", p.ID, p.Addr)
+			}
+		}
+	})
+}
+
+func TestDatagramsOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, _ := simEnv(t, 12, 1, 10*time.Millisecond, Config{NoDatagrams: true}, Config{})
+		defer e.stop()
+		res := call(t, t.Context(), e.client, e.gateway, 100, 10*time.Millisecond)
+		if len(res.media) != 100 {
+			t.Errorf("%d of 100 media frames arrived", len(res.media))
+		}
+		if st := e.client.Stats(); st.DatagramsSent != 0 || st.Paths[0].Datagrams {
+			t.Errorf("NoDatagrams: %d datagrams sent, path datagrams %v", st.DatagramsSent, st.Paths[0].Datagrams)
+		}
+	})
+}
+
+// TestDatagramLoss drops 10% of the datagrams on every path (streams are
+// clean): the loss is measured from the numbering, FEC parity repairs
+// the lost media, and messages arrive exactly once, in order.
+func TestDatagramLoss(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, nw := simEnv(t, 13, 2, 10*time.Millisecond, Config{}, Config{})
+		defer e.stop()
+		waitFor(t, "two paths", 5*time.Second, func() bool { return usable(e.client) == 2 })
+		l := simnet.Link{Delay: 10 * time.Millisecond, DatagramLoss: 0.1}
+		for _, a := range e.addrs {
+			nw.SetLinks(a, l, l)
+		}
+		const n = 1500
+		res := call(t, t.Context(), e.client, e.gateway, n, 10*time.Millisecond)
+		cs, gs := e.client.Stats(), e.gateway.Stats()
+		var missing uint64
+		for _, p := range gs.Paths {
+			missing += p.DatagramsMissing
+		}
+		t.Logf("media %d/%d, datagrams sent %d, missing %d, parity %d, repaired %d", len(res.media), n, cs.DatagramsSent, missing, cs.ParitySent, gs.Repaired)
+		for _, p := range cs.Paths {
+			if p.DatagramsSent > 100 && (p.DatagramLoss < 0.05 || p.DatagramLoss > 0.2) {
+				t.Errorf("path %d (%s): measured datagram loss %.3f after %d datagrams at 10%%", p.ID, p.Addr, p.DatagramLoss, p.DatagramsSent)
+			}
+		}
+		// About a tenth of the datagrams were dropped...
+		if lost := float64(missing) / float64(cs.DatagramsSent); lost < 0.05 || lost > 0.15 {
+			t.Errorf("gateway counted %d of %d datagrams missing", missing, cs.DatagramsSent)
+		}
+		// ...and parity rebuilt nearly all of the media they carried.
+		if cs.ParitySent == 0 || gs.Repaired == 0 {
+			t.Errorf("parity sent %d, repaired %d: want both", cs.ParitySent, gs.Repaired)
+		}
+		if got := len(res.media); got < n*97/100 {
+			t.Errorf("%d of %d media frames arrived (%.1f%%); want at least 97%% with FEC (10%% without)", got, n, 100*float64(got)/n)
+		}
+		if cs.Retransmits != 0 {
+			t.Errorf("%d retransmits: the streams are clean", cs.Retransmits)
+		}
+	})
+}
+
+// TestDatagramLossyPathAvoided drops 10% of the datagrams on the path
+// that carries them: the media moves to the clean path.
+func TestDatagramLossyPathAvoided(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, nw := simEnv(t, 14, 2, 10*time.Millisecond, Config{FEC: FECOff}, Config{})
+		defer e.stop()
+		waitFor(t, "two paths", 5*time.Second, func() bool { return usable(e.client) == 2 })
+		victim := e.client.bestAddr()
+		l := simnet.Link{Delay: 10 * time.Millisecond, DatagramLoss: 0.1}
+		nw.SetLinks(victim, l, l)
+		before := pathByAddr(e.client.Stats(), victim).DatagramsSent
+		const n = 1500
+		res := call(t, t.Context(), e.client, e.gateway, n, 10*time.Millisecond)
+		cs := e.client.Stats()
+		p := pathByAddr(cs, victim)
+		onVictim := p.DatagramsSent - before
+		t.Logf("media %d/%d; lossy path: %d datagrams, loss %.3f; all paths %d", len(res.media), n, onVictim, p.DatagramLoss, cs.DatagramsSent)
+		if p.DatagramLoss < 0.03 {
+			t.Errorf("lossy path shows datagram loss %.3f", p.DatagramLoss)
+		}
+		if onVictim > cs.DatagramsSent/3 {
+			t.Errorf("the lossy path carried %d of %d datagrams", onVictim, cs.DatagramsSent)
+		}
+		if got := len(res.media); got < n*97/100 {
+			t.Errorf("%d of %d media frames arrived", got, n)
+		}
+	})
+}

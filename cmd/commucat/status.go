@@ -67,7 +67,7 @@ delivery rate and score. The best path is marked with *.`,
 
 func printStatus(cmd *cobra.Command, st router.Stats) {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "\tpath\ttransport\taddress\tstate\tsrtt\trttvar\tloss\trate\tscore\trecords out/in")
+	fmt.Fprintln(w, "\tpath\ttransport\taddress\tstate\tsrtt\trttvar\tloss\trate\tscore\trecords out/in\tdatagrams out/in\tdatagram loss")
 	for _, p := range st.Paths {
 		best := ""
 		if p.Best {
@@ -77,9 +77,14 @@ func printStatus(cmd *cobra.Command, st router.Stats) {
 		if p.Rate > 0 {
 			rate = fmt.Sprintf("%.1f MB/s", p.Rate/1e6)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%.1f%%\t%s\t%s\t%d/%d\n", best, p.ID, p.Transport, p.Addr, p.State,
+		dgrams, dgLoss := "-", "-"
+		if p.Datagrams || p.DatagramsSent+p.DatagramsReceived > 0 {
+			dgrams = fmt.Sprintf("%d/%d", p.DatagramsSent, p.DatagramsReceived)
+			dgLoss = fmt.Sprintf("%.1f%%", 100*p.DatagramLoss)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%.1f%%\t%s\t%s\t%d/%d\t%s\t%s\n", best, p.ID, p.Transport, p.Addr, p.State,
 			p.SRTT.Round(10*time.Microsecond), p.RTTVar.Round(10*time.Microsecond), 100*p.Loss, rate,
-			p.Score.Round(10*time.Microsecond), p.RecordsSent, p.RecordsReceived)
+			p.Score.Round(10*time.Microsecond), p.RecordsSent, p.RecordsReceived, dgrams, dgLoss)
 	}
 	w.Flush()
 	fmt.Fprintf(cmd.OutOrStdout(), "\nframes sent/received %d/%d, retransmits %d, records by scheduler best/redundant/spread %d/%d/%d, FEC parity/repaired %d/%d, stalls %d, best-path switches %d, joins %d, resumes %d\n",

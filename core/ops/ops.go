@@ -133,13 +133,15 @@ var (
 	descBytes      = prometheus.NewDesc("commucat_gateway_path_bytes", "Bytes carried by live paths, by transport and direction.", []string{"transport", "direction"}, nil)
 	descRetrans    = prometheus.NewDesc("commucat_gateway_retransmits", "Frames re-sent by live sessions (after a path died or stalled).", nil, nil)
 	descRepaired   = prometheus.NewDesc("commucat_gateway_fec_repaired", "Records repaired by FEC in live sessions.", nil, nil)
+	descDatagrams  = prometheus.NewDesc("commucat_gateway_path_datagrams", "Datagrams carried by live paths, by transport and direction (missing: numbers below the highest received that never arrived).", []string{"transport", "direction"}, nil)
+	descDgLoss     = prometheus.NewDesc("commucat_gateway_path_datagram_loss_ratio", "Mean datagram loss the clients report for live datagram paths, by transport.", []string{"transport"}, nil)
 )
 
 // collector exports a gateway.Stats snapshot at each scrape.
 type collector struct{ stats func() gateway.Stats }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descPaths, descRTT, descLoss, descBytes, descRetrans, descRepaired} {
+	for _, d := range []*prometheus.Desc{descHandshakes, descSessions, descPaths, descRTT, descLoss, descBytes, descRetrans, descRepaired, descDatagrams, descDgLoss} {
 		ch <- d
 	}
 }
@@ -157,6 +159,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		n             int
 		rtt, loss     float64
 		sent, receive uint64
+		dg            int // paths that carry datagrams
+		dgLoss        float64
+		dgSent        uint64
+		dgRecv        uint64
+		dgMissing     uint64
 	}
 	paths := map[[2]string]int{}
 	byT := map[string]*agg{}
@@ -176,6 +183,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			a.loss += p.Loss
 			a.sent += p.BytesSent
 			a.receive += p.BytesReceived
+			if p.Datagrams {
+				a.dg++
+				a.dgLoss += p.DatagramLoss
+			}
+			a.dgSent += p.DatagramsSent
+			a.dgRecv += p.DatagramsReceived
+			a.dgMissing += p.DatagramsMissing
 		}
 	}
 	for k, n := range paths {
@@ -186,6 +200,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLoss, prometheus.GaugeValue, a.loss/float64(a.n), t)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(a.sent), t, "sent")
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(a.receive), t, "received")
+		if a.dg > 0 || a.dgSent+a.dgRecv > 0 {
+			ch <- prometheus.MustNewConstMetric(descDatagrams, prometheus.GaugeValue, float64(a.dgSent), t, "sent")
+			ch <- prometheus.MustNewConstMetric(descDatagrams, prometheus.GaugeValue, float64(a.dgRecv), t, "received")
+			ch <- prometheus.MustNewConstMetric(descDatagrams, prometheus.GaugeValue, float64(a.dgMissing), t, "missing")
+		}
+		if a.dg > 0 {
+			ch <- prometheus.MustNewConstMetric(descDgLoss, prometheus.GaugeValue, a.dgLoss/float64(a.dg), t)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descRetrans, prometheus.GaugeValue, float64(retrans))
 	ch <- prometheus.MustNewConstMetric(descRepaired, prometheus.GaugeValue, float64(repaired))

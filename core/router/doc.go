@@ -65,8 +65,8 @@
 // numbers it (frame.Seq = 1, 2, ... per session and direction), keeps it
 // until it is acknowledged, and the receiver delivers reliable frames
 // exactly once in Seq order (a frame with Seq 0 is unreliable and
-// delivered as it comes). Control frames are never numbered: Ack of kind
-// AckRecords, Ping, Pong, PathJoin, Padding, FECParity. The receiver
+// delivered as it comes). Control frames are never numbered: Ack of kinds
+// AckRecords and AckDatagrams, Ping, Pong, PathJoin, Padding, FECParity. The receiver
 // holds at most Window frames (reordering plus what the application has
 // not read) and acknowledges with an Ack frame of kind AckRecords whose
 // payload, frame.SackPayload, carries the cumulative acknowledgement, the
@@ -127,6 +127,16 @@
 // get no parity (FECAlways: one shard). Receivers keep records for
 // repair while parity arrived in the last 5 s; a repaired record is opened
 // like any other, and the original, if it comes later, is a replay.
+//
+// # Datagram paths
+//
+// A path whose connection implements transport.DatagramConn (QUIC, KCP)
+// carries unreliable frames (Media) as datagrams, one numbered record
+// each, unless Config.NoDatagrams is set; the peer reports what it
+// received in Ack frames of kind AckDatagrams, from which the sender
+// measures each path's datagram loss, steers media to the datagram path
+// that loses least and sizes Reed-Solomon parity for datagram blocks.
+// datagram.go documents the format.
 //
 // # Sessions outlive paths
 //

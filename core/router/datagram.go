@@ -52,6 +52,11 @@ const dgMinRecord = 256
 // dgLossSample is how many datagrams a loss sample spans at least.
 const dgLossSample = 16
 
+// dgLossAlpha is the weight of one loss sample in a path's datagram loss
+// average: a sample spans at least dgLossSample datagrams, so few samples
+// come in a second of audio.
+const dgLossAlpha = 0.25
+
 // dgFECDelay is how long a block of datagram records waits for more
 // before its parity goes out: media comes every 10 to 20 ms, and a
 // repair that waits longer than a jitter buffer is useless.
@@ -331,7 +336,11 @@ func (p *path) onDatagramAck(a frame.DatagramAckPayload) {
 		return
 	}
 	sample := 1 - float64(min(dr, dh))/float64(dh)
-	d.loss += lossAlpha * (sample - d.loss)
+	if d.ackHigh == 0 {
+		d.loss = sample // the first sample replaces the initial zero
+	} else {
+		d.loss += dgLossAlpha * (sample - d.loss)
+	}
 	d.ackHigh, d.ackRecv = a.Highest, a.Received
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -228,4 +229,79 @@ func TestDatagramLossyPathAvoided(t *testing.T) {
 			t.Errorf("%d of %d media frames arrived", got, n)
 		}
 	})
+}
+
+// mediaSweep sends n stamped 160-byte media frames, one every 20 ms (an
+// audio call), from e's client and returns the latency of each one that
+// arrived. It stops reading a second after the last one was sent.
+func mediaSweep(t testing.TB, e *env, n int) []time.Duration {
+	t.Helper()
+	ctx := context.Background()
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			f := stamped(i, 160)
+			f.Type, f.Stream = frame.Media, 7
+			if err := e.client.Send(ctx, f); err != nil {
+				errc <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		errc <- nil
+	}()
+	rctx, cancel := context.WithTimeout(ctx, time.Duration(n)*20*time.Millisecond+time.Second)
+	defer cancel()
+	var out []time.Duration
+	for {
+		f, err := e.gateway.Recv(rctx)
+		if err != nil {
+			break
+		}
+		out = append(out, time.Since(time.Unix(0, int64(binary.BigEndian.Uint64(f.Payload[8:])))))
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestMediaSweep measures, in simulated time, an audio call's media over
+// three 50ms-RTT paths that lose the given share of every packet: as
+// datagrams with and without FEC, and on the streams. It runs only with
+// -sweep; docs/BENCHMARKS.md records its table.
+func TestMediaSweep(t *testing.T) {
+	if !*sweep {
+		t.Skip("run with -sweep")
+	}
+	modes := []struct {
+		name string
+		cfg  Config
+	}{
+		{"datagrams, no FEC", Config{FEC: FECOff}},
+		{"datagrams + FEC", Config{}},
+		{"streams + FEC", Config{NoDatagrams: true}},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n| loss | media | delivered | p50 | p99 | parity per media frame |\n| ---: | --- | ---: | ---: | ---: | ---: |\n")
+	const n = 1500 // 30 s of audio
+	for _, loss := range []float64{0, 0.01, 0.05, 0.10, 0.20} {
+		for _, m := range modes {
+			var lat []time.Duration
+			var cs Stats
+			synctest.Test(t, func(t *testing.T) {
+				e, _ := sweepEnv(t, 21, loss, 0, m.cfg)
+				defer e.stop()
+				lat = mediaSweep(t, e, n)
+				cs = e.client.Stats()
+			})
+			p50, p99 := "-", "-"
+			if len(lat) > 0 {
+				p50, p99 = pct(lat, 50).Round(time.Millisecond).String(), pct(lat, 99).Round(time.Millisecond).String()
+			}
+			fmt.Fprintf(&b, "| %.0f%% | %s | %.1f%% | %s | %s | %.2f |\n", loss*100, m.name,
+				100*float64(len(lat))/n, p50, p99, float64(cs.ParitySent)/n)
+		}
+	}
+	t.Log(b.String())
 }

@@ -67,6 +67,7 @@ lint: ## gofmt, go vet and staticcheck
 .PHONY: bench
 bench: build ## run every benchmark, then commucat bench (results: docs/BENCHMARKS.md)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PKGS)
+	$(GO) test -count=1 -run='Sweep|FailoverTime' -v ./core/router -args -sweep
 	./$(BIN)/commucat bench
 
 .PHONY: fuzz

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/commucat/commucat/core/router"
 )
 
 //go:embed gateway.yaml
@@ -30,6 +32,7 @@ type Gateway struct {
 	Registration Registration `yaml:"registration"`
 	Handshake    Handshake    `yaml:"handshake"`
 	Session      Session      `yaml:"session"`
+	Router       Router       `yaml:"router"`
 	Ops          Ops          `yaml:"ops"`
 	Log          Log          `yaml:"log"`
 }
@@ -72,6 +75,38 @@ type Handshake struct {
 type Session struct {
 	KeepAlive   Duration `yaml:"keepalive"`
 	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// Router configures how a session uses its paths (core/router).
+type Router struct {
+	// MaxPaths is how many paths one session keeps at most.
+	MaxPaths int `yaml:"max_paths"`
+	// ResumeWindow is how long a session outlives its last path.
+	ResumeWindow Duration `yaml:"resume_window"`
+	// Scheduler is auto (by frame class), best, redundant or spread.
+	Scheduler string `yaml:"scheduler"`
+	// FEC is auto, off or always.
+	FEC string `yaml:"fec"`
+	// Datagrams sends media as datagrams on paths that carry them.
+	Datagrams bool `yaml:"datagrams"`
+}
+
+// MaxPaths bounds router.max_paths: censors that cap connections per
+// client make more paths a liability.
+const MaxPaths = 8
+
+// RouterConfig returns the router settings as a router.Config (the rest
+// of its fields zero). c must be valid.
+func (c *Gateway) RouterConfig() router.Config {
+	sched, _ := router.ParseScheduler(c.Router.Scheduler)
+	fec, _ := router.ParseFEC(c.Router.FEC)
+	return router.Config{
+		MaxPaths:     c.Router.MaxPaths,
+		ResumeWindow: c.Router.ResumeWindow.D(),
+		Scheduler:    sched,
+		FEC:          fec,
+		NoDatagrams:  !c.Router.Datagrams,
+	}
 }
 
 // Log configures logging.
@@ -179,6 +214,7 @@ var (
 	intLeaf      = schema{"<int>": nil}
 	floatLeaf    = schema{"<float>": nil}
 	stringLeaf   = schema{"<string>": nil}
+	boolLeaf     = schema{"<bool>": nil}
 )
 
 func reflectFields() schema {
@@ -189,6 +225,7 @@ func reflectFields() schema {
 		"registration": {"code_ttl": durationLeaf},
 		"handshake":    {"timeout": durationLeaf, "max_skew": durationLeaf, "rate": floatLeaf, "burst": intLeaf, "max_conns": intLeaf},
 		"session":      {"keepalive": durationLeaf, "idle_timeout": durationLeaf},
+		"router":       {"max_paths": intLeaf, "resume_window": durationLeaf, "scheduler": stringLeaf, "fec": stringLeaf, "datagrams": boolLeaf},
 		"ops":          {"listen": stringLeaf},
 		"log":          {"level": stringLeaf, "format": stringLeaf},
 	}
@@ -224,6 +261,11 @@ func checkLeaf(n *yaml.Node, path string, s schema) (bool, error) {
 		var v float64
 		if n.Decode(&v) != nil {
 			return true, fail("a number")
+		}
+	case "<bool>":
+		var v bool
+		if n.Decode(&v) != nil {
+			return true, fail("true or false")
 		}
 	}
 	return true, nil
@@ -296,6 +338,7 @@ func (c *Gateway) Validate() error {
 		{"handshake.max_skew", c.Handshake.MaxSkew.D()},
 		{"session.keepalive", c.Session.KeepAlive.D()},
 		{"session.idle_timeout", c.Session.IdleTimeout.D()},
+		{"router.resume_window", c.Router.ResumeWindow.D()},
 	}
 	for _, d := range pos {
 		if d.v <= 0 {
@@ -312,11 +355,21 @@ func (c *Gateway) Validate() error {
 		{"inbox.quota", c.Inbox.Quota},
 		{"handshake.burst", c.Handshake.Burst},
 		{"handshake.max_conns", c.Handshake.MaxConns},
+		{"router.max_paths", c.Router.MaxPaths},
 	}
 	for _, n := range ints {
 		if n.v <= 0 {
 			return &FieldError{Field: n.field, Err: errors.New("must be positive")}
 		}
+	}
+	if c.Router.MaxPaths > MaxPaths {
+		return &FieldError{Field: "router.max_paths", Err: fmt.Errorf("at most %d", MaxPaths)}
+	}
+	if _, err := router.ParseScheduler(c.Router.Scheduler); err != nil {
+		return &FieldError{Field: "router.scheduler", Err: fmt.Errorf("want auto, best, redundant or spread, got %q", c.Router.Scheduler)}
+	}
+	if _, err := router.ParseFEC(c.Router.FEC); err != nil {
+		return &FieldError{Field: "router.fec", Err: fmt.Errorf("want auto, off or always, got %q", c.Router.FEC)}
 	}
 	if c.Handshake.Rate <= 0 {
 		return &FieldError{Field: "handshake.rate", Err: errors.New("must be positive")}

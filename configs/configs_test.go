@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/commucat/commucat/core/router"
 )
 
 func TestDefaultsValid(t *testing.T) {
@@ -45,6 +47,23 @@ func TestOverride(t *testing.T) {
 	}
 }
 
+func TestRouterConfig(t *testing.T) {
+	c, err := LoadGateway("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.RouterConfig(); got.MaxPaths != 3 || got.ResumeWindow != 5*time.Minute || got.Scheduler != router.ByClass || got.FEC != router.FECAuto || got.NoDatagrams {
+		t.Fatalf("default router config = %+v", got)
+	}
+	c, err = ParseGateway([]byte("router:\n  max_paths: 2\n  resume_window: 90s\n  scheduler: redundant\n  fec: always\n  datagrams: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.RouterConfig(); got.MaxPaths != 2 || got.ResumeWindow != 90*time.Second || got.Scheduler != router.Redundant || got.FEC != router.FECAlways || !got.NoDatagrams {
+		t.Fatalf("router config = %+v", got)
+	}
+}
+
 func TestFieldErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, field string
@@ -59,6 +78,10 @@ func TestFieldErrors(t *testing.T) {
 		{"level", "log:\n  level: loud\n", "log.level"},
 		{"idle", "session:\n  keepalive: 1m\n  idle_timeout: 30s\n", "session.idle_timeout"},
 		{"no listen", "listen: []\n", "listen"},
+		{"scheduler", "router:\n  scheduler: fastest\n", "router.scheduler"},
+		{"fec", "router:\n  fec: sometimes\n", "router.fec"},
+		{"max paths", "router:\n  max_paths: 9\n", "router.max_paths"},
+		{"no paths", "router:\n  max_paths: 0\n", "router.max_paths"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,6 +113,7 @@ func TestValueErrorsNameTheField(t *testing.T) {
 		{"inbox:\n  ttl: 5\n", "inbox.ttl"},
 		{"inbox:\n  quota: many\n", "inbox.quota"},
 		{"handshake:\n  rate: fast\n", "handshake.rate"},
+		{"router:\n  datagrams: maybe\n", "router.datagrams"},
 		{"listen:\n  - transport: [tcp]\n    address: 127.0.0.1:1\n", "listen[0].transport"},
 	}
 	for _, tc := range tests {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/commucat/commucat/configs"
 	"github.com/commucat/commucat/core/client"
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
@@ -49,6 +50,9 @@ type clientFlags struct {
 	timeout                           time.Duration
 	noProbe, shareProbes              bool
 	net                               *netPolicy
+	scheduler, fec                    string
+	maxPaths                          int
+	noDatagrams                       bool
 }
 
 func (f *clientFlags) add(cmd *cobra.Command) {
@@ -66,6 +70,10 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 	fl.StringSliceVar(&f.pt, "pt", nil, "Tor pluggable-transport binary for a \"pt\" endpoint, as METHOD=BINARY (repeatable)")
 	fl.BoolVar(&f.noProbe, "no-probe", false, "do not probe the gateway's transports while connecting")
 	fl.BoolVar(&f.shareProbes, "share-probes", false, "send the transport probes' verdicts to the gateway, which answers with the transport order that works best on this network")
+	fl.StringVar(&f.scheduler, "scheduler", "auto", "how frames are placed on paths: auto (by frame class), best, redundant or spread")
+	fl.StringVar(&f.fec, "fec", "auto", "Reed-Solomon parity: auto (when loss shows), off or always")
+	fl.IntVar(&f.maxPaths, "max-paths", 3, "connections to keep open at once (some censors cap them per client)")
+	fl.BoolVar(&f.noDatagrams, "no-datagrams", false, "keep media on the paths' streams even where QUIC or KCP carry datagrams")
 	fl.StringVar(&f.hello, "fingerprint", "", "TLS ClientHello for reality and websocket: a preset (chrome, firefox, ...) or a file saved by `commucat fingerprint capture`")
 }
 
@@ -185,6 +193,9 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad str
 			OnPathFailure: f.net.onPathFailure(eps)},
 		Logger: log,
 	}
+	if err := f.routerFlags(&cfg.Router); err != nil {
+		return nil, invite.Endpoint{}, err
+	}
 	if f.noProbe {
 		cfg.Router.OnPathFailure = nil
 	}
@@ -203,4 +214,20 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad str
 		f.net.share(s)
 	}
 	return s, ep, nil
+}
+
+// routerFlags applies --scheduler, --fec, --max-paths and --no-datagrams.
+func (f *clientFlags) routerFlags(rc *router.Config) error {
+	var err error
+	if rc.Scheduler, err = router.ParseScheduler(f.scheduler); err != nil {
+		return fmt.Errorf("--scheduler: want auto, best, redundant or spread, got %q", f.scheduler)
+	}
+	if rc.FEC, err = router.ParseFEC(f.fec); err != nil {
+		return fmt.Errorf("--fec: want auto, off or always, got %q", f.fec)
+	}
+	if f.maxPaths < 1 || f.maxPaths > configs.MaxPaths {
+		return fmt.Errorf("--max-paths: want 1 to %d, got %d", configs.MaxPaths, f.maxPaths)
+	}
+	rc.MaxPaths, rc.NoDatagrams = f.maxPaths, f.noDatagrams
+	return nil
 }

@@ -283,14 +283,9 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 		Burst:            cfg.Handshake.Burst,
 		MaxConns:         cfg.Handshake.MaxConns,
 		Pad:              keys.padding.Handshake,
-		Router: router.Config{
-			KeepAlive:   cfg.Session.KeepAlive.D(),
-			PathTimeout: cfg.Session.IdleTimeout.D(),
-			Logger:      log,
-			Pad:         keys.padding.Record,
-		},
-		Logger:        log,
-		UnsafeLogging: unsafeLogging,
+		Router:           routerConfig(cfg, log, keys.padding.Record),
+		Logger:           log,
+		UnsafeLogging:    unsafeLogging,
 	}, sessionHandler{svc: svc, tactics: collector})
 	if err != nil {
 		return err
@@ -375,4 +370,14 @@ func readEndpoints(dir string) ([]invite.Endpoint, error) {
 		return nil, fmt.Errorf("%s: %w", endpointsFile, err)
 	}
 	return eps, nil
+}
+
+// routerConfig is the gateway's router configuration from cfg.
+func routerConfig(cfg *configs.Gateway, log *slog.Logger, pad func(uint64, int) int) router.Config {
+	rc := cfg.RouterConfig()
+	rc.KeepAlive = cfg.Session.KeepAlive.D()
+	rc.PathTimeout = cfg.Session.IdleTimeout.D()
+	rc.Logger = log
+	rc.Pad = pad
+	return rc
 }

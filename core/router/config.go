@@ -59,6 +59,22 @@ func (s Scheduler) String() string {
 	return fmt.Sprintf("scheduler(%d)", uint8(s))
 }
 
+// ParseScheduler returns the scheduler named s: "auto" (or "by-class"),
+// "best", "redundant" or "spread".
+func ParseScheduler(s string) (Scheduler, error) {
+	switch s {
+	case "auto", "by-class":
+		return ByClass, nil
+	case "best":
+		return Best, nil
+	case "redundant":
+		return Redundant, nil
+	case "spread":
+		return Spread, nil
+	}
+	return 0, fmt.Errorf("router: unknown scheduler %q (want auto, best, redundant or spread)", s)
+}
+
 // FECMode says when the router adds Reed-Solomon parity.
 type FECMode uint8
 
@@ -71,6 +87,28 @@ const (
 	// one parity shard per block, even before any loss is measured.
 	FECAlways
 )
+
+func (m FECMode) String() string {
+	switch m {
+	case FECAuto:
+		return "auto"
+	case FECOff:
+		return "off"
+	case FECAlways:
+		return "always"
+	}
+	return fmt.Sprintf("fec(%d)", uint8(m))
+}
+
+// ParseFEC returns the FEC mode named s: "auto", "off" or "always".
+func ParseFEC(s string) (FECMode, error) {
+	for m := FECAuto; m <= FECAlways; m++ {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("router: unknown FEC mode %q (want auto, off or always)", s)
+}
 
 // Endpoint is where a path goes: the transport's name and address, for
 // stats and logs, and on the client how to open another connection there.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/commucat/commucat/core/frame"
+	"github.com/commucat/commucat/core/handshake"
+	"github.com/commucat/commucat/core/session"
 	"github.com/commucat/commucat/testnet/simnet"
 )
 
@@ -304,4 +306,62 @@ func TestMediaSweep(t *testing.T) {
 		}
 	}
 	t.Log(b.String())
+}
+
+// FuzzDatagram feeds datagrams to a session's datagram path: raw bytes,
+// as anyone on the path could send them, and (seal set) number and frames
+// sealed with the peer's key, as an authenticated but misbehaving peer
+// could. Nothing may panic, and only a malformed record from the peer may
+// end the session.
+func FuzzDatagram(f *testing.F) {
+	pt := func(fs ...frame.Frame) []byte {
+		var b []byte
+		for _, fr := range fs {
+			b, _ = frame.Append(b, fr)
+		}
+		return b
+	}
+	f.Add([]byte{0, 0, 0, 1}, false)
+	f.Add(append([]byte{0, 0, 0, 1}, make([]byte, 40)...), false)
+	f.Add(append([]byte{0, 0, 0, 7}, pt(media(1))...), true)
+	f.Add(append([]byte{0xff, 0xff, 0xff, 0xff}, pt(frame.Frame{Type: frame.Ack, Payload: frame.DatagramAckPayload{Received: 3, Highest: 9}.Append(nil)})...), true)
+	f.Add(append([]byte{0, 0, 0, 2}, pt(frame.Frame{Type: frame.FECParity, Payload: []byte{0, 0, 1, 1, 1, 28}}, frame.Frame{Type: frame.Ping, Payload: make([]byte, 16)})...), true)
+	f.Add(append([]byte{0, 0, 0, 3}, pt(frame.Frame{Type: frame.Message, Seq: 1, Payload: []byte("hi")})...), true)
+	f.Fuzz(func(t *testing.T, b []byte, seal bool) {
+		var k1, k2 [32]byte
+		k1[0], k2[0] = 1, 2
+		h := make([]byte, 32)
+		c := &handshake.Result{SendKey: k1, RecvKey: k2, Hash: h}
+		a, z := simnet.Pipe(1, simnet.Link{}, simnet.Link{})
+		defer a.Close()
+		defer z.Close()
+		s := New(Client, c, a, Endpoint{}, Config{Window: 64})
+		defer s.Close()
+		p := s.paths[0]
+		if p.dg == nil {
+			t.Fatal("a simnet path carries no datagrams")
+		}
+		if seal && len(b) >= dgHeader {
+			raw, _, err := session.NewSealer(k2).Seal(nil, b[dgHeader:])
+			if err != nil {
+				return
+			}
+			b = append(b[:dgHeader:dgHeader], raw...)
+		}
+		var buf []byte
+		err := s.onDatagram(p, b, &buf)
+		if err != nil && !s.ended() {
+			t.Fatalf("onDatagram: %v, but the session goes on", err)
+		}
+		s.mu.Lock()
+		for {
+			if _, ok := s.popRecv(); !ok {
+				break
+			}
+		}
+		if p.dg.recv > p.dg.high {
+			t.Fatalf("received %d datagrams above the highest number %d", p.dg.recv, p.dg.high)
+		}
+		s.mu.Unlock()
+	})
 }

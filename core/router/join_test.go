@@ -298,6 +298,7 @@ func FuzzDispatch(f *testing.F) {
 	add(frame.Frame{Type: frame.FECParity, Payload: []byte{0, 0, 1, 1, 1, 28}})
 	add(frame.Frame{Type: frame.Close, Seq: 1})
 	add(frame.Frame{Type: frame.Media, Payload: []byte{1}})
+	add(frame.Frame{Type: frame.Ack, Payload: frame.DatagramAckPayload{Received: 9, Highest: 40}.Append(nil)})
 	f.Fuzz(func(t *testing.T, pt []byte) {
 		c, _ := results(t)
 		a, b := net.Pipe()

@@ -13,7 +13,10 @@
 // passes the other end to the plugin with SCM_RIGHTS over a control socket
 // the plugin inherited as file descriptor 3. The plugin splices it to its
 // transport's connection or, for a plain TCP connection, hands the TCP
-// socket itself over and leaves the data path. Errors cross as codes that
+// socket itself over and leaves the data path. For a plugin whose
+// connections carry datagrams, each flow also has a SOCK_SEQPACKET pair,
+// one datagram per record, and the host's connection implements
+// transport.DatagramConn. Errors cross as codes that
 // map back to the core/transport sentinels. docs/PLUGINS.md specifies the
 // protocol.
 //
@@ -176,20 +179,25 @@ var (
 // VersionError is the reason a plugin speaking another plugin protocol
 // version is refused.
 type VersionError struct {
-	Name   string
-	Plugin int // the version the plugin speaks
-	Host   int // the version this host speaks
+	Name    string
+	Plugin  int // the version the plugin speaks
+	Host    int // the newest version this host speaks
+	HostMin int // the oldest version this host speaks; 0 if only Host
 }
 
 func (e *VersionError) Error() string {
-	return fmt.Sprintf("plugins: %s speaks plugin protocol version %d, this host speaks version %d; rebuild the plugin against a matching SDK",
-		e.Name, e.Plugin, e.Host)
+	host := fmt.Sprintf("version %d", e.Host)
+	if e.HostMin != 0 && e.HostMin != e.Host {
+		host = fmt.Sprintf("versions %d to %d", e.HostMin, e.Host)
+	}
+	return fmt.Sprintf("plugins: %s speaks plugin protocol version %d, this host speaks %s; rebuild the plugin against a matching SDK",
+		e.Name, e.Plugin, host)
 }
 
 // Capabilities are what a plugin's transport can do.
 type Capabilities struct {
 	Stream   bool // reliable ordered byte streams
-	Datagram bool // unreliable datagrams (never, in protocol version 1)
+	Datagram bool // unreliable datagrams too (protocol version 2 and later)
 	Client   bool // has a client side (registered as a Factory)
 	Server   bool // has a gateway side (registered as a ServerFactory)
 }
@@ -410,6 +418,8 @@ type Stats struct {
 	Accepts       uint64
 	BytesToHost   uint64 // of finished connections
 	BytesFromHost uint64 // of finished connections
+	// Datagrams passed to and from the host (protocol version 2).
+	DatagramsToHost, DatagramsFromHost uint64
 }
 
 // Stats asks the named plugin for its counters.

@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/plugins/proto"
 )
 
 func TestBackoff(t *testing.T) {
@@ -129,11 +131,20 @@ func TestRefused(t *testing.T) {
 		}},
 		{"other protocol version", HostConfig{}, map[string]string{"oldproto": faulty}, func(t *testing.T, in Info) {
 			var ve *VersionError
-			if !errors.As(in.Err, &ve) || ve.Plugin != 99 || ve.Host != 1 {
-				t.Fatalf("Err = %v, want a *VersionError naming 99 and 1", in.Err)
+			if !errors.As(in.Err, &ve) || ve.Plugin != 99 || ve.Host != proto.ProtocolVersion || ve.HostMin != proto.MinProtocolVersion {
+				t.Fatalf("Err = %v, want a *VersionError naming 99, %d and %d", in.Err, proto.MinProtocolVersion, proto.ProtocolVersion)
 			}
-			if msg := in.Err.Error(); !strings.Contains(msg, "version 99") || !strings.Contains(msg, "version 1") {
+			want := fmt.Sprintf("versions %d to %d", proto.MinProtocolVersion, proto.ProtocolVersion)
+			if msg := in.Err.Error(); !strings.Contains(msg, "version 99") || !strings.Contains(msg, want) {
 				t.Errorf("message %q names not both versions", msg)
+			}
+		}},
+		{"protocol version 1", HostConfig{}, map[string]string{"proto1": faulty}, func(t *testing.T, in Info) {
+			// A plugin that speaks only version 1 runs, without datagrams
+			// even though it would offer them.
+			want := Capabilities{Stream: true, Client: true, Server: true}
+			if in.Err != nil || in.Capabilities != want {
+				t.Errorf("Info = %+v, want a running plugin with capabilities %v", in, want)
 			}
 		}},
 		{"wrong name", HostConfig{}, map[string]string{"wrongname": faulty}, func(t *testing.T, in Info) {

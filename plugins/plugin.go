@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -252,13 +253,17 @@ func (p *plugin) start(ctx context.Context, n int) (*generation, error) {
 	setProcAttr(cmd)
 	g.cmd = cmd
 	sum, _ := hex.DecodeString(p.info.SHA256)
+	versions := make(map[int]goplugin.PluginSet)
+	for v := proto.MinProtocolVersion; v <= proto.ProtocolVersion; v++ {
+		versions[v] = goplugin.PluginSet{proto.PluginName: grpcPlugin{}}
+	}
 	g.client = goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig: goplugin.HandshakeConfig{
 			ProtocolVersion:  proto.ProtocolVersion,
 			MagicCookieKey:   proto.MagicCookieKey,
 			MagicCookieValue: proto.MagicCookieValue,
 		},
-		Plugins:          goplugin.PluginSet{proto.PluginName: grpcPlugin{}},
+		VersionedPlugins: versions,
 		Cmd:              cmd,
 		SecureConfig:     &goplugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
@@ -287,6 +292,7 @@ func (p *plugin) start(ctx context.Context, n int) (*generation, error) {
 		return nil, permanent(fmt.Errorf("plugins: %s: dispense: %v", p.info.Name, err))
 	}
 	g.rpc = tc
+	g.version = g.client.NegotiatedVersion()
 	g.wg.Add(1)
 	go g.readCtl()
 	if err := p.checkDescription(ctx, g); err != nil {
@@ -305,24 +311,25 @@ func (p *plugin) startErr(err error) error {
 		return permanent(fmt.Errorf("plugins: %s: %w (the binary changed since discovery)", name, ErrPinMismatch))
 	case versionRE.MatchString(err.Error()):
 		v, _ := strconv.Atoi(versionRE.FindStringSubmatch(err.Error())[1])
-		return permanent(&VersionError{Name: name, Plugin: v, Host: proto.ProtocolVersion})
+		return permanent(&VersionError{Name: name, Plugin: v, Host: proto.ProtocolVersion, HostMin: proto.MinProtocolVersion})
 	}
 	return fmt.Errorf("plugins: start %s: %w", name, err)
 }
 
-// checkDescription asks g to describe itself and records the answer.
+// checkDescription asks g to describe itself, in the protocol version
+// the handshake chose, and records the answer.
 func (p *plugin) checkDescription(ctx context.Context, g *generation) error {
 	ctx, cancel := withTimeout(ctx, p.h.cfg.CallTimeout)
 	defer cancel()
-	r, err := g.rpc.Describe(ctx, &proto.DescribeRequest{HostProtocolVersion: proto.ProtocolVersion})
+	r, err := g.rpc.Describe(ctx, &proto.DescribeRequest{HostProtocolVersion: uint32(g.version)})
 	if err == nil {
 		err = r.GetError().Err()
 	}
 	if err != nil {
 		return g.callErr(ctx, "describe", err)
 	}
-	if v := r.GetProtocolVersion(); v != proto.ProtocolVersion {
-		return permanent(&VersionError{Name: p.info.Name, Plugin: int(v), Host: proto.ProtocolVersion})
+	if v := r.GetProtocolVersion(); v != uint32(g.version) {
+		return permanent(fmt.Errorf("plugins: %s describes itself in plugin protocol version %d after the handshake chose %d", p.info.Name, v, g.version))
 	}
 	if r.GetName() != p.info.Name {
 		return permanent(fmt.Errorf("plugins: %s describes itself as %.64q", p.info.Path, r.GetName()))
@@ -331,13 +338,15 @@ func (p *plugin) checkDescription(ctx context.Context, g *generation) error {
 		return permanent(fmt.Errorf("plugins: %s: oversized description", p.info.Name))
 	}
 	caps := r.GetCapabilities()
+	// Datagrams cross the boundary from protocol version 2 on.
+	g.datagram.Store(caps.GetDatagram() && g.version >= proto.DatagramVersion)
 	info := Info{
 		Version: r.GetVersion(),
 		Capabilities: Capabilities{
-			Stream: caps.GetStream(),
-			Client: caps.GetClient(),
-			Server: caps.GetServer(),
-			// Datagrams do not cross the boundary in protocol version 1.
+			Stream:   caps.GetStream(),
+			Datagram: g.datagram.Load(),
+			Client:   caps.GetClient(),
+			Server:   caps.GetServer(),
 		},
 	}
 	for _, pp := range r.GetParams() {
@@ -384,6 +393,7 @@ func (p *plugin) stats(ctx context.Context) (Stats, error) {
 		FlowsOpen: r.GetFlowsOpen(), FlowsTotal: r.GetFlowsTotal(), Dials: r.GetDials(),
 		DialErrors: r.GetDialErrors(), Accepts: r.GetAccepts(),
 		BytesToHost: r.GetBytesToHost(), BytesFromHost: r.GetBytesFromHost(),
+		DatagramsToHost: r.GetDatagramsToHost(), DatagramsFromHost: r.GetDatagramsFromHost(),
 	}, nil
 }
 
@@ -429,6 +439,9 @@ type generation struct {
 	ctl    *ctl.Conn
 	wg     sync.WaitGroup // readCtl
 
+	version  int         // the plugin protocol version negotiated; set by start
+	datagram atomic.Bool // every flow has a datagram socket; set by checkDescription
+
 	dead     chan struct{} // closed when the process is (being) stopped
 	deadOnce sync.Once
 	reason   error // why, set before dead is closed
@@ -440,8 +453,9 @@ type generation struct {
 
 // hostFlow is what the host knows of an open flow.
 type hostFlow struct {
-	eof  bool     // the plugin announced the clean end of its stream
-	sock *os.File // a socket the plugin handed over, not yet taken
+	eof      bool     // the plugin announced the clean end of its stream
+	dgramEOF bool     // the plugin announced the clean end of its datagrams
+	sock     *os.File // a socket the plugin handed over, not yet taken
 }
 
 func (g *generation) pid() int {
@@ -517,15 +531,15 @@ func (g *generation) readCtl() {
 	}
 }
 
-// handleCtl handles a message from the plugin: EOF, or HANDOVER with a
-// connected TCP socket.
+// handleCtl handles a message from the plugin: EOF, DGRAM_EOF, or
+// HANDOVER with a connected TCP socket.
 func (g *generation) handleCtl(m ctl.Msg, fds []int) error {
 	want := 0
 	if m.Type == ctl.TypeHandOver {
 		want = 1
 	}
 	switch {
-	case m.Type != ctl.TypeEOF && m.Type != ctl.TypeHandOver:
+	case m.Type != ctl.TypeEOF && m.Type != ctl.TypeHandOver && (m.Type != ctl.TypeDgramEOF || !g.datagram.Load()):
 		closeFDs(fds)
 		return &ctl.ViolationError{Reason: fmt.Sprintf("the plugin sent %s", m.Type)}
 	case len(fds) != want:
@@ -539,10 +553,13 @@ func (g *generation) handleCtl(m ctl.Msg, fds []int) error {
 		return &ctl.ViolationError{Reason: fmt.Sprintf("%s for flow %d, which was never opened", m.Type, m.Flow)}
 	}
 	f := g.flows[m.Flow]
-	if m.Type == ctl.TypeEOF {
-		if f != nil {
-			f.eof = true
-		}
+	switch {
+	case m.Type == ctl.TypeEOF && f != nil:
+		f.eof = true
+	case m.Type == ctl.TypeDgramEOF && f != nil:
+		f.dgramEOF = true
+	}
+	if m.Type != ctl.TypeHandOver {
 		return nil
 	}
 	switch {
@@ -584,35 +601,55 @@ func closeFDs(fds []int) {
 	}
 }
 
-// openFlow creates a flow and sends its plugin end; the caller names the
-// flow in a Dial or Accept call.
-func (g *generation) openFlow(ctx context.Context) (uint64, *net.UnixConn, error) {
+// openFlow creates a flow (and its datagram socket pair, if the plugin
+// has datagram capability; dc is nil otherwise) and sends the plugin's
+// ends; the caller names the flow in a Dial or Accept call.
+func (g *generation) openFlow(ctx context.Context) (id uint64, uc, dc *net.UnixConn, err error) {
 	uc, peer, err := ctl.FlowPair()
 	if err != nil {
-		return 0, nil, fmt.Errorf("plugins: %s: %w", g.p.info.Name, err)
+		return 0, nil, nil, fmt.Errorf("plugins: %s: %w", g.p.info.Name, err)
 	}
 	defer peer.Close()
+	peers := []*os.File{peer}
+	if g.datagram.Load() {
+		var dpeer *os.File
+		if dc, dpeer, err = ctl.DatagramPair(); err != nil {
+			uc.Close()
+			return 0, nil, nil, fmt.Errorf("plugins: %s: %w", g.p.info.Name, err)
+		}
+		defer dpeer.Close()
+		peers = append(peers, dpeer)
+	}
 	g.mu.Lock()
 	g.lastFlow++
-	id := g.lastFlow
+	id = g.lastFlow
 	g.flows[id] = &hostFlow{}
 	g.mu.Unlock()
 	deadline := time.Now().Add(g.p.h.cfg.CallTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	if err := g.ctl.Send(ctl.Msg{Type: ctl.TypeFlow, Flow: id}, peer, deadline); err != nil {
-		uc.Close()
+	if err := g.ctl.Send(ctl.Msg{Type: ctl.TypeFlow, Flow: id}, deadline, peers...); err != nil {
+		closeConns(uc, dc)
 		g.forget(id)
 		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
 			g.cut(errors.New("the plugin does not read its control socket"))
 		}
 		if ctx.Err() != nil {
-			return 0, nil, ctxErr(g.p.info.Name, "open flow", ctx)
+			return 0, nil, nil, ctxErr(g.p.info.Name, "open flow", ctx)
 		}
-		return 0, nil, &opError{name: g.p.info.Name, op: "open flow", kind: transport.ErrRefused, err: err}
+		return 0, nil, nil, &opError{name: g.p.info.Name, op: "open flow", kind: transport.ErrRefused, err: err}
 	}
-	return id, uc, nil
+	return id, uc, dc, nil
+}
+
+// closeConns closes the sockets that are not nil.
+func closeConns(cs ...*net.UnixConn) {
+	for _, c := range cs {
+		if c != nil {
+			c.Close()
+		}
+	}
 }
 
 // forget drops a flow's state.
@@ -638,7 +675,7 @@ func (g *generation) send(t ctl.Type, id uint64) error {
 	if g.isDead() {
 		return errors.New("plugin stopped")
 	}
-	err := g.ctl.Send(ctl.Msg{Type: t, Flow: id}, nil, time.Now().Add(g.p.h.cfg.CallTimeout))
+	err := g.ctl.Send(ctl.Msg{Type: t, Flow: id}, time.Now().Add(g.p.h.cfg.CallTimeout))
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		g.cut(errors.New("the plugin does not read its control socket"))
 	}
@@ -654,6 +691,15 @@ func (g *generation) cleanEOF(id uint64) (bool, error) {
 	defer g.mu.Unlock()
 	f := g.flows[id]
 	return f != nil && f.eof, err
+}
+
+// cleanDgramEOF is cleanEOF for the end of flow id's datagrams.
+func (g *generation) cleanDgramEOF(id uint64) (bool, error) {
+	err := g.ctl.Sync()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := g.flows[id]
+	return f != nil && f.dgramEOF, err
 }
 
 func (g *generation) health(ctx context.Context) error {

@@ -219,7 +219,7 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 }
 
 func (t *Transport) dialOn(ctx context.Context, g *generation, inst uint64, addr string) (flowConn, error) {
-	id, uc, err := g.openFlow(ctx)
+	id, uc, dc, err := g.openFlow(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -230,15 +230,19 @@ func (t *Transport) dialOn(ctx context.Context, g *generation, inst uint64, addr
 	if err == nil {
 		err = g.checkAddrs("dial", r.GetLocal(), r.GetRemote())
 	}
+	if err == nil {
+		err = g.checkDatagrams("dial", r.GetMaxDatagramSize(), r.GetHandedOver())
+	}
 	if err != nil {
-		uc.Close()
+		closeConns(uc, dc)
 		g.abandon(id)
 		return nil, g.callErr(ctx, "dial "+addr, err)
 	}
 	if r.GetHandedOver() {
+		closeConns(dc)
 		return g.handedOver(ctx, t, "dial "+addr, id, uc)
 	}
-	return newConn(t, g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
+	return newConn(t, g, id, uc, dc, r.GetLocal(), r.GetRemote(), r.GetHalfClose(), r.GetMaxDatagramSize()), nil
 }
 
 // flowConn is a connection through a plugin before it is handed out.
@@ -382,7 +386,7 @@ func (l *listener) acceptOnce(ctx context.Context) (flowConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, uc, err := g.openFlow(ctx)
+	id, uc, dc, err := g.openFlow(ctx)
 	if err != nil {
 		if g.isDead() {
 			return nil, errGenDied
@@ -396,8 +400,11 @@ func (l *listener) acceptOnce(ctx context.Context) (flowConn, error) {
 	if err == nil {
 		err = g.checkAddrs("accept", r.GetLocal(), r.GetRemote())
 	}
+	if err == nil {
+		err = g.checkDatagrams("accept", r.GetMaxDatagramSize(), r.GetHandedOver())
+	}
 	if err != nil {
-		uc.Close()
+		closeConns(uc, dc)
 		g.abandon(id)
 		err = g.callErr(ctx, "accept", err)
 		if g.isDead() && ctx.Err() == nil {
@@ -406,9 +413,10 @@ func (l *listener) acceptOnce(ctx context.Context) (flowConn, error) {
 		return nil, err
 	}
 	if r.GetHandedOver() {
+		closeConns(dc)
 		return g.handedOver(ctx, l.t, "accept", id, uc)
 	}
-	return newConn(l.t, g, id, uc, r.GetLocal(), r.GetRemote(), r.GetHalfClose()), nil
+	return newConn(l.t, g, id, uc, dc, r.GetLocal(), r.GetRemote(), r.GetHalfClose(), r.GetMaxDatagramSize()), nil
 }
 
 // current returns the generation and the listener's id in it, listening
@@ -492,6 +500,23 @@ func (g *generation) checkAddrs(op string, addrs ...*proto.Addr) error {
 	return nil
 }
 
+// checkDatagrams cuts the plugin off if a flow's datagram limit breaks
+// the protocol: datagrams the plugin never announced, on a handed-over
+// socket, or above ctl.MaxDatagram.
+func (g *generation) checkDatagrams(op string, limit uint32, handedOver bool) error {
+	switch {
+	case limit == 0:
+		return nil
+	case !g.datagram.Load():
+		return g.violation(op, fmt.Errorf("max_datagram_size %d without datagram capability", limit))
+	case handedOver:
+		return g.violation(op, fmt.Errorf("max_datagram_size %d on a handed-over socket", limit))
+	case limit > ctl.MaxDatagram:
+		return g.violation(op, fmt.Errorf("max_datagram_size %d above %d", limit, ctl.MaxDatagram))
+	}
+	return nil
+}
+
 // errViolation marks a protocol violation by a plugin.
 var errViolation = errors.New("protocol violation")
 
@@ -546,7 +571,8 @@ func ctxErr(name, op string, ctx context.Context) error {
 }
 
 // conn is the host's end of a flow: a real AF_UNIX socket, so reads,
-// writes and deadlines are the kernel's.
+// writes and deadlines are the kernel's; and, if the flow carries
+// datagrams, its datagram socket.
 type conn struct {
 	t             *Transport // keeps the instance in the plugin alive
 	uc            *net.UnixConn
@@ -554,6 +580,12 @@ type conn struct {
 	id            uint64
 	local, remote netAddr
 	half          bool
+
+	dc    *net.UnixConn // the datagram socket, or nil
+	dmax  int           // the largest datagram SendDatagram takes
+	dsend sync.Mutex    // serializes SendDatagram; guards dbuf
+	dbuf  []byte
+	drecv chan struct{} // holds a token while a ReceiveDatagram reads
 
 	shut      atomic.Bool // CloseWrite done
 	closeOnce sync.Once
@@ -566,13 +598,60 @@ type halfConn struct{ *conn }
 // CloseWrite ends the stream towards the peer; reading goes on.
 func (c halfConn) CloseWrite() error { return c.closeWrite() }
 
-func newConn(t *Transport, g *generation, id uint64, uc *net.UnixConn, local, remote *proto.Addr, half bool) *conn {
-	return &conn{t: t, uc: uc, g: g, id: id, local: addrFrom(local), remote: addrFrom(remote), half: half}
+// dgramConn is a conn whose flow carries datagrams.
+type dgramConn struct{ *conn }
+
+// SendDatagram sends b as one datagram. It fails with an error matching
+// transport.ErrTooLarge above MaxDatagramSize. It waits while the
+// datagram socket's buffer is full (the plugin forwards what it holds
+// first), until the connection's write deadline.
+func (c dgramConn) SendDatagram(b []byte) error { return c.sendDatagram(b) }
+
+// ReceiveDatagram waits for the next datagram until ctx ends. Once the
+// flow's datagrams are over it fails with an error matching
+// transport.ErrClosed (and transport.ErrRefused as well if the plugin
+// died or broke the protocol).
+func (c dgramConn) ReceiveDatagram(ctx context.Context) ([]byte, error) {
+	return c.receiveDatagram(ctx)
 }
 
-// netConn returns c with CloseWrite if the transport honours it.
+// MaxDatagramSize is the largest datagram SendDatagram takes, as the
+// plugin announced for the connection.
+func (c dgramConn) MaxDatagramSize() int { return c.dmax }
+
+// halfDgramConn is a dgramConn whose transport honours a half close.
+type halfDgramConn struct{ dgramConn }
+
+// CloseWrite ends the stream towards the peer; reading goes on.
+func (c halfDgramConn) CloseWrite() error { return c.closeWrite() }
+
+var (
+	_ net.Conn               = halfConn{}
+	_ transport.DatagramConn = dgramConn{}
+	_ transport.DatagramConn = halfDgramConn{}
+)
+
+// newConn returns the conn of flow id; dc and dmax are its datagram
+// socket and limit, or nil and 0.
+func newConn(t *Transport, g *generation, id uint64, uc, dc *net.UnixConn, local, remote *proto.Addr, half bool, dmax uint32) *conn {
+	c := &conn{t: t, uc: uc, g: g, id: id, local: addrFrom(local), remote: addrFrom(remote), half: half}
+	if dc != nil && dmax > 0 {
+		c.dc, c.dmax, c.drecv = dc, int(dmax), make(chan struct{}, 1)
+	} else {
+		closeConns(dc)
+	}
+	return c
+}
+
+// netConn returns c with CloseWrite if the transport honours it, and the
+// methods of transport.DatagramConn if the flow carries datagrams.
 func (c *conn) netConn() net.Conn {
-	if c.half {
+	switch {
+	case c.dc != nil && c.half:
+		return halfDgramConn{dgramConn{c}}
+	case c.dc != nil:
+		return dgramConn{c}
+	case c.half:
 		return halfConn{c}
 	}
 	return c
@@ -580,9 +659,11 @@ func (c *conn) netConn() net.Conn {
 
 // release closes a conn that was never handed out.
 func (c *conn) release() {
-	c.uc.Close()
+	closeConns(c.uc, c.dc)
 	c.g.abandon(c.id)
 }
+
+func (c *conn) name() string { return c.g.p.info.Name }
 
 // Read reads from the flow. The end of the plugin's stream is io.EOF only
 // if the plugin announced it; otherwise the plugin died or its
@@ -646,6 +727,7 @@ func (c *conn) Close() error {
 		if err := c.uc.Close(); err != nil {
 			c.closeErr = c.wrap("close", err)
 		}
+		closeConns(c.dc)
 		c.g.forget(c.id)
 		c.g.p.h.flowDone()
 	})
@@ -658,14 +740,112 @@ func (c *conn) LocalAddr() net.Addr { return c.local }
 // RemoteAddr is the remote address of the plugin's connection.
 func (c *conn) RemoteAddr() net.Addr { return c.remote }
 
-// SetDeadline sets the read and write deadlines.
-func (c *conn) SetDeadline(t time.Time) error { return c.uc.SetDeadline(t) }
+// SetDeadline sets the read and write deadlines. The write deadline also
+// bounds SendDatagram; ReceiveDatagram has its context instead.
+func (c *conn) SetDeadline(t time.Time) error {
+	if c.dc != nil {
+		c.dc.SetWriteDeadline(t) //nolint:errcheck // fails only once closed, as uc's does
+	}
+	return c.uc.SetDeadline(t)
+}
 
-// SetReadDeadline sets the read deadline.
+// SetReadDeadline sets the read deadline of the stream.
 func (c *conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
 
-// SetWriteDeadline sets the write deadline.
-func (c *conn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadline(t) }
+// SetWriteDeadline sets the write deadline of the stream and of
+// SendDatagram.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	if c.dc != nil {
+		c.dc.SetWriteDeadline(t) //nolint:errcheck // fails only once closed, as uc's does
+	}
+	return c.uc.SetWriteDeadline(t)
+}
+
+func (c *conn) sendDatagram(b []byte) error {
+	const op = "send datagram"
+	if len(b) > c.dmax {
+		return &opError{name: c.name(), op: op, kind: transport.ErrTooLarge, err: fmt.Errorf("datagram of %d bytes exceeds %d", len(b), c.dmax)}
+	}
+	c.dsend.Lock()
+	defer c.dsend.Unlock()
+	c.dbuf = ctl.AppendDatagram(c.dbuf[:0], b)
+	if _, err := c.dc.Write(c.dbuf); err != nil {
+		return c.datagramErr(op, err)
+	}
+	return nil
+}
+
+// recordBufs holds buffers for one datagram record and a byte more, to
+// see a record that is too long.
+var recordBufs = sync.Pool{New: func() any {
+	b := make([]byte, ctl.MaxRecord+1)
+	return &b
+}}
+
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// receiveDatagram reads the next record. One call reads at a time, and
+// ctx's end interrupts it with a read deadline in the past.
+func (c *conn) receiveDatagram(ctx context.Context) ([]byte, error) {
+	const op = "receive datagram"
+	select {
+	case c.drecv <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctxErr(c.name(), op, ctx)
+	}
+	defer func() { <-c.drecv }()
+	if ctx.Err() != nil {
+		return nil, ctxErr(c.name(), op, ctx)
+	}
+	if ctx.Done() != nil {
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			c.dc.SetReadDeadline(aLongTimeAgo) //nolint:errcheck // fails only once closed
+			close(fired)
+		})
+		defer func() {
+			if !stop() {
+				<-fired
+				c.dc.SetReadDeadline(time.Time{}) //nolint:errcheck // fails only once closed
+			}
+		}()
+	}
+	bp := recordBufs.Get().(*[]byte)
+	defer recordBufs.Put(bp)
+	n, err := c.dc.Read(*bp)
+	switch {
+	case err != nil && ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, ctxErr(c.name(), op, ctx)
+	case err != nil:
+		return nil, c.datagramErr(op, err)
+	}
+	p, err := ctl.ParseDatagram((*bp)[:n])
+	if err != nil {
+		err = c.g.violation(op, err) // the plugin is cut off; its sockets close
+		return nil, &opError{name: c.name(), op: op, kind: transport.ErrClosed,
+			err: fmt.Errorf("flow %d: datagrams ended: %w: %w", c.id, transport.ErrRefused, err)}
+	}
+	return append(make([]byte, 0, len(p)), p...), nil
+}
+
+// datagramErr is the error of a datagram operation that failed with err.
+// The plugin's end of the datagram socket closes when the flow's
+// datagrams are over, which the plugin announces first (DGRAM_EOF), or
+// when the plugin dies. Either way the error matches transport.ErrClosed;
+// an end that was not announced also matches transport.ErrRefused, as a
+// stream's abnormal end does.
+func (c *conn) datagramErr(op string, err error) error {
+	if err != io.EOF && !isReset(err) {
+		return wrapIO(c.name(), op, err)
+	}
+	if clean, ctlErr := c.g.cleanDgramEOF(c.id); clean {
+		err = fmt.Errorf("flow %d: the connection's datagrams ended", c.id)
+	} else {
+		err = fmt.Errorf("flow %d: datagrams ended abnormally (%s): %w", c.id, c.why(ctlErr), transport.ErrRefused)
+	}
+	return &opError{name: c.name(), op: op, kind: transport.ErrClosed, err: err}
+}
 
 // wrap wraps an I/O error with its core/transport sentinel.
 func (c *conn) wrap(op string, err error) error {

@@ -13,7 +13,7 @@ var version = "dev"
 
 func main() {
 	sdk.Serve(sdk.Plugin{
-		Name: quic.Name, Version: version, Client: quic.Factory, Server: quic.ServerFactory,
+		Name: quic.Name, Version: version, Client: quic.Factory, Server: quic.ServerFactory, Datagram: true,
 		Params: []sdk.Param{
 			{Name: "pin", Doc: "pin of the server's certificate", Client: true, Required: true},
 			{Name: "sni", Doc: "server name sent; default: the dialled host", Client: true},

@@ -23,15 +23,17 @@ import (
 
 // Modes lists the fault modes and what each does.
 var Modes = map[string]string{
-	"good":        "no fault: plain TCP",
-	"hangdial":    "Dial never returns, whatever its context",
-	"hanglisten":  "Listen never returns, whatever its context",
-	"garbagectl":  "Dial writes garbage on the control socket first",
-	"garbagegrpc": "Dial answers with a 2 MiB address, past the host's gRPC limit",
-	"badaddr":     "Dial answers with a 4 KiB address",
-	"stderrjunk":  "writes malformed and oversized log lines, then serves plain TCP",
-	"oldproto":    "speaks plugin protocol version 99",
-	"wrongname":   "describes itself under another name",
+	"good":         "no fault: plain TCP",
+	"hangdial":     "Dial never returns, whatever its context",
+	"hanglisten":   "Listen never returns, whatever its context",
+	"garbagectl":   "Dial writes garbage on the control socket first",
+	"garbagegrpc":  "Dial answers with a 2 MiB address, past the host's gRPC limit",
+	"badaddr":      "Dial answers with a 4 KiB address",
+	"stderrjunk":   "writes malformed and oversized log lines, then serves plain TCP",
+	"oldproto":     "speaks plugin protocol version 99",
+	"proto1":       "speaks only plugin protocol version 1 (from before datagrams), and would offer datagrams",
+	"garbagedgram": "offers datagrams, and Dial writes a malformed record on the flow's datagram socket",
+	"wrongname":    "describes itself under another name",
 }
 
 // Main runs the plugin in the mode its binary's name selects.
@@ -47,6 +49,15 @@ func Main() {
 		return
 	case "stderrjunk":
 		junk()
+	case "proto1":
+		// The handshake then picks version 1, the newest both sides speak,
+		// as with a plugin built with a version 1 SDK.
+		os.Setenv("PLUGIN_PROTOCOL_VERSIONS", "1")
+	case "garbagedgram":
+		var st syscall.Stat_t
+		if err := syscall.Fstat(3, &st); err == nil {
+			controlIno = st.Ino
+		}
 	}
 	name := mode
 	if mode == "wrongname" {
@@ -54,9 +65,10 @@ func Main() {
 	}
 	f := faulty{mode: mode}
 	sdk.Serve(sdk.Plugin{
-		Name:    name,
-		Version: "test",
-		Client:  func(p sdk.Params) (sdk.Transport, error) { return f.wrap(tcp.Factory(p)) },
+		Name:     name,
+		Version:  "test",
+		Datagram: mode == "proto1" || mode == "garbagedgram",
+		Client:   func(p sdk.Params) (sdk.Transport, error) { return f.wrap(tcp.Factory(p)) },
 		Server: func(p sdk.Params, dir string) (sdk.Transport, sdk.Params, error) {
 			t, pub, err := tcp.ServerFactory(p, dir)
 			w, werr := f.wrap(t, err)
@@ -106,9 +118,46 @@ func (f *faulty) Dial(ctx context.Context, addr string) (net.Conn, error) {
 		return addrConn{c, strings.Repeat("x", 2<<20)}, nil
 	case "badaddr":
 		return addrConn{c, strings.Repeat("x", 4<<10)}, nil
+	case "garbagedgram":
+		if fd := datagramFD(); fd >= 0 {
+			syscall.Write(fd, []byte{0xff, 'x'}) //nolint:errcheck // the fault: a record of an unknown kind
+		}
+		return dgramConn{c}, nil
 	}
 	return c, nil
 }
+
+// controlIno is the control socket's inode, to tell it from the datagram
+// sockets, which are SOCK_SEQPACKET too.
+var controlIno uint64
+
+// datagramFD finds the datagram socket of the flow being dialled: the one
+// SOCK_SEQPACKET socket of the process but the control socket (the test
+// opens one flow at a time).
+func datagramFD() int {
+	for fd := 3; fd < 1024; fd++ {
+		var st syscall.Stat_t
+		if t, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE); err != nil || t != syscall.SOCK_SEQPACKET {
+			continue
+		}
+		if syscall.Fstat(fd, &st) == nil && st.Ino != controlIno {
+			return fd
+		}
+	}
+	return -1
+}
+
+// dgramConn offers datagrams it never carries.
+type dgramConn struct{ net.Conn }
+
+func (dgramConn) SendDatagram([]byte) error { return nil }
+
+func (dgramConn) ReceiveDatagram(ctx context.Context) ([]byte, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (dgramConn) MaxDatagramSize() int { return 1000 }
 
 func (f *faulty) Listen(ctx context.Context, addr string) (sdk.Listener, error) {
 	if f.mode == "hanglisten" {

@@ -9,8 +9,13 @@
 //
 // # Versions
 //
-// ProtocolVersion is go-plugin's application protocol version: a host
-// starts a plugin only if both speak the same one. Version 1 is the first.
+// ProtocolVersion is go-plugin's application protocol version. The host
+// and the SDK each speak every version from MinProtocolVersion to
+// ProtocolVersion; the handshake picks the highest one both speak, and a
+// plugin that shares none with the host is refused. Version 1 is the
+// first; version 2 adds datagrams (a SOCK_SEQPACKET socket per flow
+// beside the stream, see docs/PLUGINS.md). A version 1 peer is served as
+// before: without datagrams.
 package proto
 
 import (
@@ -22,8 +27,15 @@ import (
 	"github.com/commucat/commucat/core/transport"
 )
 
-// ProtocolVersion is the plugin protocol version this package describes.
-const ProtocolVersion = 1
+// ProtocolVersion is the plugin protocol version this package describes,
+// the newest one.
+const ProtocolVersion = 2
+
+// MinProtocolVersion is the oldest plugin protocol version still spoken.
+const MinProtocolVersion = 1
+
+// DatagramVersion is the first protocol version with datagrams.
+const DatagramVersion = 2
 
 // The go-plugin handshake: a plugin started without this variable set to
 // this value refuses to run, which keeps the binary from being run by hand

@@ -19,7 +19,9 @@
 // plugins/proto: the go-plugin handshake, the gRPC control service, and
 // the control socket over which every connection arrives as its own
 // kernel socket. The transport's connections are spliced to those sockets
-// with io.Copy, which the kernel does without copying for TCP.
+// with io.Copy, which the kernel does without copying for TCP. A
+// transport whose connections carry datagrams (Plugin.Datagram) gets a
+// second, SOCK_SEQPACKET socket per connection, one datagram per record.
 //
 // Logs go to the process's standard error as JSON lines that the host
 // re-logs under the plugin's name; NewLogger returns a logger that writes
@@ -52,6 +54,9 @@ type (
 	// gateway's parameters and a private state directory, and returns the
 	// parameters clients need.
 	ServerFactory = transport.ServerFactory
+	// DatagramConn is implemented by connections that also carry
+	// unreliable datagrams; see Plugin.Datagram.
+	DatagramConn = transport.DatagramConn
 )
 
 // The sentinel errors the host maps across the process boundary: a
@@ -94,6 +99,18 @@ type Plugin struct {
 	Server ServerFactory
 	// Params documents the accepted parameters.
 	Params []Param
+	// Datagram says that the transport's connections may carry
+	// unreliable datagrams (they implement DatagramConn, as QUIC's and
+	// KCP's do). The plugin then describes datagram capability, every
+	// connection gets a datagram socket beside its stream, and the SDK
+	// pumps datagrams between it and the connection's SendDatagram and
+	// ReceiveDatagram: the host's connection implements DatagramConn
+	// with the same MaxDatagramSize. A connection that does not implement
+	// DatagramConn (or reports a MaxDatagramSize of 0) carries only its
+	// stream. SendDatagram must not keep its argument after it returns.
+	// Needs a host that speaks plugin protocol version 2; an older host
+	// gets no datagrams.
+	Datagram bool
 	// HandOver says that the transport's connections carry the stream
 	// unchanged on their own TCP socket, with no framing or encryption in
 	// this process (plain TCP). The SDK then hands each connection's

@@ -71,17 +71,22 @@ func TestValidate(t *testing.T) {
 
 // host is the host's side of a control socket to an in-process server.
 type host struct {
-	ctl *ctl.Conn
-	mu  sync.Mutex
-	eof map[uint64]bool // EOF marks from the plugin
+	ctl      *ctl.Conn
+	mu       sync.Mutex
+	eof      map[uint64]bool // EOF marks from the plugin
+	dgramEOF map[uint64]bool // DGRAM_EOF marks from the plugin
 }
 
 func (h *host) handle(m ctl.Msg, fds []int) error {
-	if len(fds) > 0 || m.Type != ctl.TypeEOF {
+	if len(fds) > 0 || m.Type != ctl.TypeEOF && m.Type != ctl.TypeDgramEOF {
 		return &ctl.ViolationError{Reason: "unexpected " + m.Type.String()}
 	}
 	h.mu.Lock()
-	h.eof[m.Flow] = true
+	if m.Type == ctl.TypeEOF {
+		h.eof[m.Flow] = true
+	} else {
+		h.dgramEOF[m.Flow] = true
+	}
 	h.mu.Unlock()
 	return nil
 }
@@ -104,7 +109,7 @@ func (h *host) flow(t *testing.T, id uint64) *net.UnixConn {
 		t.Fatal(err)
 	}
 	defer peer.Close()
-	if err := h.ctl.Send(ctl.Msg{Type: ctl.TypeFlow, Flow: id}, peer, time.Time{}); err != nil {
+	if err := h.ctl.Send(ctl.Msg{Type: ctl.TypeFlow, Flow: id}, time.Time{}, peer); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { local.Close() })
@@ -114,18 +119,23 @@ func (h *host) flow(t *testing.T, id uint64) *net.UnixConn {
 // newTestServer runs a server for a TCP plugin over a control socket.
 func newTestServer(t *testing.T) (*server, *host) {
 	t.Helper()
+	return newServerFor(t, Plugin{Name: "tcp", Version: "test", Client: tcp.Factory, Server: tcp.ServerFactory})
+}
+
+// newServerFor runs a server for p over a control socket.
+func newServerFor(t *testing.T, p Plugin) (*server, *host) {
+	t.Helper()
 	fh, fp, err := ctl.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fh.Close()
 	defer fp.Close()
-	p := Plugin{Name: "tcp", Version: "test", Client: tcp.Factory, Server: tcp.ServerFactory}
 	s, err := newServer(p, fp, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &host{eof: make(map[uint64]bool)}
+	h := &host{eof: make(map[uint64]bool), dgramEOF: make(map[uint64]bool)}
 	if h.ctl, err = ctl.New(fh, h.handle); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +210,7 @@ func TestFlowHalfClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The host's half close: EOF first, then the socket's.
-	if err := h.ctl.Send(ctl.Msg{Type: ctl.TypeEOF, Flow: 1}, nil, time.Time{}); err != nil {
+	if err := h.ctl.Send(ctl.Msg{Type: ctl.TypeEOF, Flow: 1}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := uc.CloseWrite(); err != nil {
@@ -266,7 +276,7 @@ func TestDialErrors(t *testing.T) {
 	}
 	// A cancelled Dial (the host gave up) leaves no flow behind.
 	h.flow(t, 10)
-	if err := h.ctl.Send(ctl.Msg{Type: ctl.TypeClose, Flow: 10}, nil, time.Time{}); err != nil {
+	if err := h.ctl.Send(ctl.Msg{Type: ctl.TypeClose, Flow: 10}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.ctl.Sync(); err != nil {

@@ -55,13 +55,20 @@ func serve(p Plugin, log *slog.Logger) int {
 		log.Error("control socket", "error", err)
 		os.Exit(1)
 	}()
+	// Every version this SDK speaks serves the same service: what differs
+	// (datagrams) follows the version the host names in Describe.
+	set := plugin.PluginSet{proto.PluginName: &grpcPlugin{srv: s}}
+	versions := make(map[int]plugin.PluginSet)
+	for v := proto.MinProtocolVersion; v <= proto.ProtocolVersion; v++ {
+		versions[v] = set
+	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: plugin.HandshakeConfig{
 			ProtocolVersion:  proto.ProtocolVersion,
 			MagicCookieKey:   proto.MagicCookieKey,
 			MagicCookieValue: proto.MagicCookieValue,
 		},
-		Plugins: plugin.PluginSet{proto.PluginName: &grpcPlugin{srv: s}},
+		VersionedPlugins: versions,
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(maxRecvMsg))...)
 		},
@@ -105,9 +112,14 @@ type server struct {
 	flows     map[uint64]*flow
 	pending   int // flows received, not claimed
 
+	// datagram is set by Describe when the plugin announced datagram
+	// capability: every FLOW then carries a datagram socket.
+	datagram atomic.Bool
+
 	st struct {
 		flowsTotal, dials, dialErrors, accepts atomic.Uint64
 		toHost, fromHost                       atomic.Uint64
+		dgramsToHost, dgramsFromHost           atomic.Uint64
 	}
 }
 
@@ -116,6 +128,7 @@ type server struct {
 type flow struct {
 	id        uint64
 	fd        int           // received descriptor, until claimed; -1 after
+	dfd       int           // received datagram descriptor, or -1
 	ready     chan struct{} // closed when fd arrives or the host cancels
 	got       bool          // FLOW received
 	claimed   bool          // a Dial or Accept call took it
@@ -128,6 +141,11 @@ type flow struct {
 	uc    *net.UnixConn // the flow socket
 	left  atomic.Int32  // copy directions still running
 	close sync.Once
+
+	dc     *net.UnixConn      // the datagram socket, if the flow carries datagrams
+	dstop  context.CancelFunc // ends the datagram pumps
+	dend   func()             // announces the end of the datagrams (DGRAM_EOF)
+	dclose sync.Once
 }
 
 func (f *flow) shutdown() {
@@ -135,6 +153,31 @@ func (f *flow) shutdown() {
 		f.tc.Close()
 		f.uc.Close()
 	})
+	f.endDatagrams()
+}
+
+// endDatagrams stops the flow's datagrams: it announces their clean end
+// with DGRAM_EOF, then closes the datagram socket, so that the host reads
+// its end and its writes fail.
+func (f *flow) endDatagrams() {
+	if f.dc == nil {
+		return
+	}
+	f.dclose.Do(func() {
+		f.dstop()
+		f.dend()
+		f.dc.Close()
+	})
+}
+
+// closeFDs closes the descriptors f received and nobody claimed.
+func (f *flow) closeFDs() {
+	for _, fd := range []*int{&f.fd, &f.dfd} {
+		if *fd >= 0 {
+			syscall.Close(*fd)
+			*fd = -1
+		}
+	}
 }
 
 func newServer(p Plugin, ctlFile *os.File, log *slog.Logger) (*server, error) {
@@ -164,26 +207,34 @@ func (s *server) handleCtl(m ctl.Msg, fds []int) error {
 	f := s.flows[m.Flow]
 	switch m.Type {
 	case ctl.TypeFlow:
-		if len(fds) != 1 {
+		want := 1
+		if s.datagram.Load() {
+			want = 2 // the stream socket, then the datagram socket
+		}
+		if len(fds) != want {
 			closeFDs(fds)
-			return &ctl.ViolationError{Reason: fmt.Sprintf("FLOW with %d descriptors", len(fds))}
+			return &ctl.ViolationError{Reason: fmt.Sprintf("FLOW with %d descriptors, want %d", len(fds), want)}
+		}
+		dfd := -1
+		if want == 2 {
+			dfd = fds[1]
 		}
 		switch {
 		case f == nil:
 			if s.pending >= maxPending {
-				syscall.Close(fds[0])
+				closeFDs(fds)
 				s.log.Warn("too many unclaimed flows; dropped one", "flow", m.Flow)
 				return nil
 			}
-			f = &flow{id: m.Flow, fd: fds[0], ready: make(chan struct{}), got: true}
+			f = &flow{id: m.Flow, fd: fds[0], dfd: dfd, ready: make(chan struct{}), got: true}
 			close(f.ready)
 			s.flows[m.Flow] = f
 			s.pending++
 		case f.got:
-			syscall.Close(fds[0])
+			closeFDs(fds)
 			return &ctl.ViolationError{Reason: fmt.Sprintf("second FLOW for flow %d", m.Flow)}
 		default: // a claimer waits for it
-			f.fd, f.got = fds[0], true
+			f.fd, f.dfd, f.got = fds[0], dfd, true
 			close(f.ready)
 		}
 	case ctl.TypeEOF:
@@ -197,7 +248,7 @@ func (s *server) handleCtl(m ctl.Msg, fds []int) error {
 			f.closeReq = true
 			go f.shutdown() // Close may block briefly; never under the lock
 		case !f.claimed:
-			syscall.Close(f.fd)
+			f.closeFDs()
 			s.pending--
 			delete(s.flows, m.Flow)
 		case !f.got:
@@ -206,6 +257,8 @@ func (s *server) handleCtl(m ctl.Msg, fds []int) error {
 		default: // claimed, being dialled: start sees closeReq
 			f.closeReq = true
 		}
+	default:
+		return &ctl.ViolationError{Reason: fmt.Sprintf("the host sent %s", m.Type)}
 	}
 	return nil
 }
@@ -216,19 +269,19 @@ func closeFDs(fds []int) {
 	}
 }
 
-// claim takes the flow socket the host sent for id, waiting for it until
-// ctx ends.
-func (s *server) claim(ctx context.Context, id uint64) (*flow, *net.UnixConn, error) {
+// claim takes the flow socket (and datagram socket, if any: dc is nil
+// otherwise) the host sent for id, waiting for them until ctx ends.
+func (s *server) claim(ctx context.Context, id uint64) (f *flow, uc, dc *net.UnixConn, err error) {
 	s.ctl.Sync() //nolint:errcheck // a dead control socket ends the process
 	s.mu.Lock()
-	f := s.flows[id]
+	f = s.flows[id]
 	switch {
 	case f == nil:
-		f = &flow{id: id, fd: -1, ready: make(chan struct{})}
+		f = &flow{id: id, fd: -1, dfd: -1, ready: make(chan struct{})}
 		s.flows[id] = f
 	case f.claimed:
 		s.mu.Unlock()
-		return nil, nil, fmt.Errorf("sdk: flow %d used twice: %w", id, errNotFound)
+		return nil, nil, nil, fmt.Errorf("sdk: flow %d used twice: %w", id, errNotFound)
 	case f.got:
 		s.pending--
 	}
@@ -244,19 +297,29 @@ func (s *server) claim(ctx context.Context, id uint64) (*flow, *net.UnixConn, er
 		f.cancelled = true
 		s.mu.Unlock()
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return nil, nil, fmt.Errorf("sdk: flow %d cancelled by the host: %w", id, ErrClosed)
+		return nil, nil, nil, fmt.Errorf("sdk: flow %d cancelled by the host: %w", id, ErrClosed)
 	}
-	fd := f.fd
-	f.fd = -1
+	fd, dfd := f.fd, f.dfd
+	f.fd, f.dfd = -1, -1
 	s.mu.Unlock()
-	uc, err := ctl.FlowConn(fd)
+	uc, err = ctl.FlowConn(fd)
 	if err != nil {
+		if dfd >= 0 {
+			syscall.Close(dfd)
+		}
 		s.drop(f)
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return f, uc, nil
+	if dfd >= 0 {
+		if dc, err = ctl.DatagramConn(dfd); err != nil {
+			uc.Close()
+			s.drop(f)
+			return nil, nil, nil, err
+		}
+	}
+	return f, uc, dc, nil
 }
 
 // discard closes the flow socket id if it arrived unclaimed; a call that
@@ -266,7 +329,7 @@ func (s *server) discard(id uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f := s.flows[id]; f != nil && f.got && !f.claimed {
-		syscall.Close(f.fd)
+		f.closeFDs()
 		s.pending--
 		delete(s.flows, id)
 	}
@@ -279,10 +342,32 @@ func (s *server) drop(f *flow) {
 	s.mu.Unlock()
 }
 
-// start splices the transport connection tc to the flow socket uc.
-func (s *server) start(f *flow, tc net.Conn, uc *net.UnixConn) {
+// start splices the transport connection tc to the flow socket uc and,
+// if the flow has a datagram socket dc and tc carries datagrams, pumps
+// datagrams between them. It returns the largest datagram the host may
+// send (tc's limit, at most ctl.MaxDatagram), or 0 if the flow has no
+// datagrams (dc is closed then).
+func (s *server) start(f *flow, tc net.Conn, uc, dc *net.UnixConn) int {
 	f.tc, f.uc = tc, uc
 	f.left.Store(2)
+	limit := 0
+	if d, ok := tc.(DatagramConn); ok && dc != nil {
+		limit = max(0, min(d.MaxDatagramSize(), ctl.MaxDatagram))
+	}
+	switch {
+	case limit > 0:
+		var ctx context.Context
+		ctx, f.dstop = context.WithCancel(context.Background())
+		f.dend = func() {
+			s.ctl.Send(ctl.Msg{Type: ctl.TypeDgramEOF, Flow: f.id}, time.Time{}) //nolint:errcheck // a dead control socket ends the process
+		}
+		f.dc = dc
+		d := tc.(DatagramConn)
+		go s.datagramsUp(f, d, limit)
+		go s.datagramsDown(ctx, f, d, limit)
+	case dc != nil:
+		dc.Close()
+	}
 	s.mu.Lock()
 	f.active = true
 	closeNow := f.closeReq
@@ -293,9 +378,82 @@ func (s *server) start(f *flow, tc net.Conn, uc *net.UnixConn) {
 	if closeNow {
 		f.shutdown()
 	}
+	return limit
+}
+
+// datagramsUp sends the host's datagrams with the transport until the
+// host closes the datagram socket, breaks the protocol on it, or the
+// transport's connection fails.
+func (s *server) datagramsUp(f *flow, d DatagramConn, limit int) {
+	defer f.endDatagrams()
+	buf := make([]byte, 1+limit+1) // room to see a record that is too long
+	for {
+		n, err := f.dc.Read(buf)
+		if err != nil {
+			return
+		}
+		p, err := ctl.ParseDatagram(buf[:n])
+		if err == nil && len(p) > limit {
+			err = fmt.Errorf("datagram of %d bytes or more, above the %d announced", len(p), limit)
+		}
+		if err != nil {
+			s.log.Warn("the host broke the protocol on a datagram socket; the flow's datagrams end", "flow", f.id, "error", err)
+			return
+		}
+		switch err := d.SendDatagram(p); {
+		case err == nil:
+			s.st.dgramsFromHost.Add(1)
+		case errors.Is(err, ErrTooLarge): // the transport's limit shrank: lost, as datagrams may be
+		default:
+			return
+		}
+	}
+}
+
+// datagramsDown passes the transport's datagrams to the host until ctx
+// ends, the transport's connection does, or the host closes the datagram
+// socket. When the host does not keep up, the write waits and the
+// transport's own queue fills and drops, as it does in process.
+func (s *server) datagramsDown(ctx context.Context, f *flow, d DatagramConn, limit int) {
+	defer f.endDatagrams()
+	rec := make([]byte, 0, 1+limit)
+	for {
+		p, err := d.ReceiveDatagram(ctx)
+		if err != nil {
+			return
+		}
+		if len(p) > ctl.MaxDatagram {
+			continue // cannot cross; lost
+		}
+		rec = ctl.AppendDatagram(rec[:0], p)
+		if _, err := f.dc.Write(rec); err != nil {
+			return
+		}
+		s.st.dgramsToHost.Add(1)
+	}
 }
 
 type closeWriter interface{ CloseWrite() error }
+
+// join joins the transport connection c to flow f: it hands c's socket
+// over if it may, else splices it. It returns what the answer says:
+// whether c was handed over, and the flow's datagram limit (0: none).
+func (s *server) join(f *flow, c net.Conn, uc, dc *net.UnixConn) (bool, uint32) {
+	if s.handOver(f, c, uc) {
+		closeConns(dc)
+		return true, 0
+	}
+	return false, uint32(s.start(f, c, uc, dc))
+}
+
+// closeConns closes the sockets that are not nil.
+func closeConns(cs ...*net.UnixConn) {
+	for _, c := range cs {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
 
 // handOver sends c's own TCP socket to the host in place of flow f's
 // socket pair, if the plugin allows it and c is a TCP socket. On success
@@ -320,7 +478,7 @@ func (s *server) handOver(f *flow, c net.Conn, uc *net.UnixConn) bool {
 	}
 	file := os.NewFile(uintptr(dup), "handover")
 	defer file.Close()
-	if err := s.ctl.Send(ctl.Msg{Type: ctl.TypeHandOver, Flow: f.id}, file, time.Time{}); err != nil {
+	if err := s.ctl.Send(ctl.Msg{Type: ctl.TypeHandOver, Flow: f.id}, time.Time{}, file); err != nil {
 		return false
 	}
 	s.st.flowsTotal.Add(1)
@@ -356,7 +514,7 @@ func (s *server) down(f *flow) {
 	n, err := io.Copy(f.uc, f.tc)
 	s.st.toHost.Add(uint64(n))
 	if err == nil {
-		if s.ctl.Send(ctl.Msg{Type: ctl.TypeEOF, Flow: f.id}, nil, time.Time{}) == nil && f.uc.CloseWrite() == nil {
+		if s.ctl.Send(ctl.Msg{Type: ctl.TypeEOF, Flow: f.id}, time.Time{}) == nil && f.uc.CloseWrite() == nil {
 			return
 		}
 	}
@@ -393,16 +551,24 @@ func (s *server) add(m map[uint64]Transport, t Transport) uint64 {
 	return s.nextID
 }
 
-// Describe names the plugin.
-func (s *server) Describe(context.Context, *proto.DescribeRequest) (*proto.DescribeResponse, error) {
+// Describe names the plugin, in the protocol version the host
+// negotiated: datagram capability needs version 2.
+func (s *server) Describe(_ context.Context, req *proto.DescribeRequest) (*proto.DescribeResponse, error) {
+	v := uint32(proto.ProtocolVersion)
+	if hv := req.GetHostProtocolVersion(); hv >= proto.MinProtocolVersion && hv < v {
+		v = hv
+	}
+	dgram := s.p.Datagram && v >= proto.DatagramVersion
+	s.datagram.Store(dgram)
 	r := &proto.DescribeResponse{
-		ProtocolVersion: proto.ProtocolVersion,
+		ProtocolVersion: v,
 		Name:            s.p.Name,
 		Version:         s.p.Version,
 		Capabilities: &proto.Capabilities{
-			Stream: true,
-			Client: s.p.Client != nil,
-			Server: s.p.Server != nil,
+			Stream:   true,
+			Datagram: dgram,
+			Client:   s.p.Client != nil,
+			Server:   s.p.Server != nil,
 		},
 	}
 	for _, p := range s.p.Params {
@@ -464,24 +630,21 @@ func (s *server) Dial(ctx context.Context, req *proto.DialRequest) (*proto.DialR
 		return &proto.DialResponse{Error: notFound("instance", req.GetInstance())}, nil
 	}
 	s.st.dials.Add(1)
-	f, uc, err := s.claim(ctx, req.GetFlow())
+	f, uc, dc, err := s.claim(ctx, req.GetFlow())
 	if err != nil {
 		s.st.dialErrors.Add(1)
 		return &proto.DialResponse{Error: proto.NewError(err)}, nil
 	}
 	c, err := t.Dial(ctx, req.GetAddr())
 	if err != nil {
-		uc.Close()
+		closeConns(uc, dc)
 		s.drop(f)
 		s.st.dialErrors.Add(1)
 		return &proto.DialResponse{Error: proto.NewError(err)}, nil
 	}
 	_, half := c.(closeWriter)
 	r := &proto.DialResponse{Local: addrOf(c.LocalAddr()), Remote: addrOf(c.RemoteAddr()), HalfClose: half}
-	r.HandedOver = s.handOver(f, c, uc)
-	if !r.HandedOver {
-		s.start(f, c, uc)
-	}
+	r.HandedOver, r.MaxDatagramSize = s.join(f, c, uc, dc)
 	return r, nil
 }
 
@@ -512,23 +675,20 @@ func (s *server) Accept(ctx context.Context, req *proto.AcceptRequest) (*proto.A
 		s.discard(req.GetFlow())
 		return &proto.AcceptResponse{Error: notFound("listener", req.GetListener())}, nil
 	}
-	f, uc, err := s.claim(ctx, req.GetFlow())
+	f, uc, dc, err := s.claim(ctx, req.GetFlow())
 	if err != nil {
 		return &proto.AcceptResponse{Error: proto.NewError(err)}, nil
 	}
 	c, err := ln.Accept(ctx)
 	if err != nil {
-		uc.Close()
+		closeConns(uc, dc)
 		s.drop(f)
 		return &proto.AcceptResponse{Error: proto.NewError(err)}, nil
 	}
 	s.st.accepts.Add(1)
 	_, half := c.(closeWriter)
 	r := &proto.AcceptResponse{Local: addrOf(c.LocalAddr()), Remote: addrOf(c.RemoteAddr()), HalfClose: half}
-	r.HandedOver = s.handOver(f, c, uc)
-	if !r.HandedOver {
-		s.start(f, c, uc)
-	}
+	r.HandedOver, r.MaxDatagramSize = s.join(f, c, uc, dc)
 	return r, nil
 }
 
@@ -583,5 +743,7 @@ func (s *server) Stats(context.Context, *proto.StatsRequest) (*proto.StatsRespon
 	r.Accepts = s.st.accepts.Load()
 	r.BytesToHost = s.st.toHost.Load()
 	r.BytesFromHost = s.st.fromHost.Load()
+	r.DatagramsToHost = s.st.dgramsToHost.Load()
+	r.DatagramsFromHost = s.st.dgramsFromHost.Load()
 	return r, nil
 }

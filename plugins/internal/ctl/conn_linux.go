@@ -49,15 +49,39 @@ func Pair() (a, b *os.File, err error) {
 	return os.NewFile(uintptr(fds[0]), "control"), os.NewFile(uintptr(fds[1]), "control"), nil
 }
 
+// DatagramBuffer is the send buffer (SO_SNDBUF) of both ends of a flow's
+// datagram socket pair, which bounds the datagrams queued in each
+// direction: about 230 of 1150 bytes, or 8 of 64 KiB (the kernel counts
+// its bookkeeping too).
+const DatagramBuffer = 256 << 10
+
 // FlowPair returns a new flow socket pair: the local end as a connection,
 // the other end as a file to send with a FLOW message.
 func FlowPair() (*net.UnixConn, *os.File, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	return socketPair(syscall.SOCK_STREAM, "flow", 0)
+}
+
+// DatagramPair returns a new datagram socket pair (SOCK_SEQPACKET): the
+// local end as a connection, the other end as a file to send with a FLOW
+// message.
+func DatagramPair() (*net.UnixConn, *os.File, error) {
+	return socketPair(syscall.SOCK_SEQPACKET, "datagrams", DatagramBuffer)
+}
+
+// socketPair returns a new AF_UNIX socket pair of type typ, whose send
+// buffers are buf bytes (the default if 0).
+func socketPair(typ int, name string, buf int) (*net.UnixConn, *os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, typ|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ctl: socketpair: %w", err)
 	}
-	peer := os.NewFile(uintptr(fds[1]), "flow")
-	c, err := FlowConn(fds[0])
+	for _, fd := range fds {
+		if buf > 0 {
+			setSendBuffer(fd, buf)
+		}
+	}
+	peer := os.NewFile(uintptr(fds[1]), name)
+	c, err := unixConn(fds[0], typ, name)
 	if err != nil {
 		peer.Close()
 		return nil, nil, err
@@ -65,22 +89,42 @@ func FlowPair() (*net.UnixConn, *os.File, error) {
 	return c, peer, nil
 }
 
+// setSendBuffer sets fd's send buffer to n bytes, beyond net.core.wmem_max
+// if the process may (CAP_NET_ADMIN), else as far as that limit allows.
+// A smaller buffer works, only slower, so errors are ignored.
+func setSendBuffer(fd, n int) {
+	if syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, n) != nil {
+		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, n) //nolint:errcheck // see above
+	}
+}
+
 // FlowConn turns a received flow descriptor into a connection. It takes
 // ownership of fd and checks that it is an AF_UNIX stream socket.
 func FlowConn(fd int) (*net.UnixConn, error) {
-	f := os.NewFile(uintptr(fd), "flow")
+	return unixConn(fd, syscall.SOCK_STREAM, "flow")
+}
+
+// DatagramConn turns a received datagram descriptor into a connection. It
+// takes ownership of fd and checks that it is an AF_UNIX SOCK_SEQPACKET
+// socket.
+func DatagramConn(fd int) (*net.UnixConn, error) {
+	return unixConn(fd, syscall.SOCK_SEQPACKET, "datagrams")
+}
+
+func unixConn(fd, typ int, name string) (*net.UnixConn, error) {
+	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	if err := checkSocket(fd, syscall.SOCK_STREAM); err != nil {
+	if err := checkSocket(fd, typ); err != nil {
 		return nil, err
 	}
 	c, err := net.FileConn(f)
 	if err != nil {
-		return nil, fmt.Errorf("ctl: flow socket: %w", err)
+		return nil, fmt.Errorf("ctl: %s socket: %w", name, err)
 	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		c.Close()
-		return nil, fmt.Errorf("ctl: flow socket is a %T", c)
+		return nil, fmt.Errorf("ctl: %s socket is a %T", name, c)
 	}
 	return uc, nil
 }
@@ -245,14 +289,18 @@ func closeAll(fds []int) {
 	}
 }
 
-// Send sends m, with f's descriptor attached if f is not nil, waiting for
-// room in the socket no later than deadline (none if zero).
-func (c *Conn) Send(m Msg, f *os.File, deadline time.Time) error {
+// Send sends m with the descriptors of files attached, in order, waiting
+// for room in the socket no later than deadline (none if zero).
+func (c *Conn) Send(m Msg, deadline time.Time, files ...*os.File) error {
 	var b [Size]byte
 	msg := m.Append(b[:0])
 	var oob []byte
-	if f != nil {
-		oob = syscall.UnixRights(int(f.Fd()))
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			fds[i] = int(f.Fd())
+		}
+		oob = syscall.UnixRights(fds...)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -70,7 +71,7 @@ func TestFlowHandOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer local.Close()
-	if err := a.Send(Msg{TypeFlow, 9}, peer, time.Time{}); err != nil {
+	if err := a.Send(Msg{TypeFlow, 9}, time.Time{}, peer); err != nil {
 		t.Fatal(err)
 	}
 	peer.Close()
@@ -101,6 +102,82 @@ func TestFlowHandOver(t *testing.T) {
 	}
 }
 
+// TestFlowWithDatagrams checks a FLOW that carries a stream and a datagram
+// socket, in that order, and that the datagram socket keeps each record
+// apart, empty ones included.
+func TestFlowWithDatagrams(t *testing.T) {
+	var rec recorder
+	a, b, _ := pair(t, nil, rec.handle)
+	local, peer, err := FlowPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	dlocal, dpeer, err := DatagramPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dlocal.Close()
+	if err := a.Send(Msg{TypeFlow, 3}, time.Time{}, peer, dpeer); err != nil {
+		t.Fatal(err)
+	}
+	peer.Close()
+	dpeer.Close()
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	fds := append([]int(nil), rec.fds...)
+	rec.mu.Unlock()
+	if len(fds) != 2 {
+		t.Fatalf("received %d descriptors, want 2", len(fds))
+	}
+	if _, err := DatagramConn(fds[0]); err == nil {
+		t.Error("DatagramConn accepted the stream socket")
+	}
+	if _, err := FlowConn(fds[1]); err == nil {
+		t.Error("FlowConn accepted the datagram socket")
+	}
+}
+
+func TestDatagramPair(t *testing.T) {
+	local, peer, err := DatagramPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	remote, err := DatagramConn(int(dupFD(t, peer)))
+	peer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	sizes := []int{0, 1, 1150, MaxDatagram}
+	for _, n := range sizes {
+		if _, err := local.Write(AppendDatagram(nil, bytes.Repeat([]byte{byte(n)}, n))); err != nil {
+			t.Fatalf("write %d bytes: %v", n, err)
+		}
+	}
+	buf := make([]byte, MaxRecord+1)
+	for _, n := range sizes {
+		got, err := remote.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := ParseDatagram(buf[:got])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, bytes.Repeat([]byte{byte(n)}, n)) {
+			t.Errorf("datagram of %d bytes came as %d bytes", n, len(p))
+		}
+	}
+	local.Close()
+	if n, err := remote.Read(buf); err != io.EOF {
+		t.Errorf("read after close = %d, %v; want io.EOF", n, err)
+	}
+}
+
 // TestSyncOrder checks the guarantee the protocol rests on: a message sent
 // before a flow's end of stream has been handled once Sync returns after
 // that end of stream is seen.
@@ -112,7 +189,7 @@ func TestSyncOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := a.Send(Msg{TypeEOF, i}, nil, time.Time{}); err != nil {
+		if err := a.Send(Msg{TypeEOF, i}, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		local.Close()

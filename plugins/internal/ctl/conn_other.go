@@ -29,8 +29,14 @@ func Pair() (a, b *os.File, err error) { return nil, nil, errPlatform }
 // FlowPair fails on this platform.
 func FlowPair() (*net.UnixConn, *os.File, error) { return nil, nil, errPlatform }
 
+// DatagramPair fails on this platform.
+func DatagramPair() (*net.UnixConn, *os.File, error) { return nil, nil, errPlatform }
+
 // FlowConn fails on this platform.
 func FlowConn(int) (*net.UnixConn, error) { return nil, errPlatform }
+
+// DatagramConn fails on this platform.
+func DatagramConn(int) (*net.UnixConn, error) { return nil, errPlatform }
 
 // New fails on this platform.
 func New(*os.File, Handler) (*Conn, error) { return nil, errPlatform }
@@ -42,7 +48,7 @@ func (*Conn) Run() error { return errPlatform }
 func (*Conn) Sync() error { return errPlatform }
 
 // Send fails on this platform.
-func (*Conn) Send(Msg, *os.File, time.Time) error { return errPlatform }
+func (*Conn) Send(Msg, time.Time, ...*os.File) error { return errPlatform }
 
 // Close does nothing.
 func (*Conn) Close() error { return nil }

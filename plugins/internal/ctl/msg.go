@@ -17,9 +17,12 @@
 // Byte 0 is a magic value, byte 1 the message format version, byte 3
 // reserved (zero). The flow id is nonzero. Types:
 //
-//	1 FLOW   host to plugin; carries exactly one file descriptor in an
-//	         SCM_RIGHTS control message: the plugin's end of a fresh
-//	         AF_UNIX SOCK_STREAM socket pair for flow id.
+//	1 FLOW   host to plugin; carries file descriptors in one SCM_RIGHTS
+//	         control message: first the plugin's end of a fresh AF_UNIX
+//	         SOCK_STREAM socket pair for flow id; then, if and only if the
+//	         plugin described datagram capability (protocol version 2),
+//	         the plugin's end of a fresh AF_UNIX SOCK_SEQPACKET socket pair
+//	         for the flow's datagrams (see dgram.go).
 //	2 EOF    either way; the sender has written its last byte of flow id
 //	         and shuts its writing side down right after. A flow socket
 //	         that reaches end of stream without a preceding EOF ended
@@ -31,10 +34,17 @@
 //	         flow id's socket pair (the plugin closes its end of the pair
 //	         and keeps no copy of the socket). Sent before the Dial or
 //	         Accept answer that says handed_over.
+//	5 DGRAM_EOF plugin to host (protocol version 2); the plugin has
+//	         written its last datagram of flow id and closes the flow's
+//	         datagram socket right after. A datagram socket that reaches
+//	         its end without a preceding DGRAM_EOF ended abnormally (the
+//	         plugin died).
 //
 // Anything else (another length, magic, version or type, a nonzero
 // reserved byte, a zero id, descriptors on anything but FLOW and
-// HANDOVER) is a protocol violation.
+// HANDOVER) is a protocol violation. The message format is the same in
+// plugin protocol versions 1 and 2; version 2 adds DGRAM_EOF and the
+// datagram socket in FLOW.
 package ctl
 
 import (
@@ -61,6 +71,7 @@ const (
 	TypeEOF      Type = 2
 	TypeClose    Type = 3
 	TypeHandOver Type = 4
+	TypeDgramEOF Type = 5
 )
 
 // String names the type.
@@ -74,6 +85,8 @@ func (t Type) String() string {
 		return "CLOSE"
 	case TypeHandOver:
 		return "HANDOVER"
+	case TypeDgramEOF:
+		return "DGRAM_EOF"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -103,7 +116,7 @@ func Decode(b []byte) (Msg, error) {
 		return Msg{}, fmt.Errorf("%w: header % x", ErrMalformed, b[:4])
 	}
 	m := Msg{Type: Type(b[2]), Flow: binary.BigEndian.Uint64(b[4:])}
-	if m.Type < TypeFlow || m.Type > TypeHandOver {
+	if m.Type < TypeFlow || m.Type > TypeDgramEOF {
 		return Msg{}, fmt.Errorf("%w: unknown type %d", ErrMalformed, b[2])
 	}
 	if m.Flow == 0 {

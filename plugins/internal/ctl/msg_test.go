@@ -8,7 +8,7 @@ import (
 )
 
 func TestMsgRoundTrip(t *testing.T) {
-	for _, m := range []Msg{{TypeFlow, 1}, {TypeEOF, 1 << 40}, {TypeClose, ^uint64(0)}, {TypeHandOver, 3}} {
+	for _, m := range []Msg{{TypeFlow, 1}, {TypeEOF, 1 << 40}, {TypeClose, ^uint64(0)}, {TypeHandOver, 3}, {TypeDgramEOF, 5}} {
 		b := m.Append(nil)
 		if len(b) != Size {
 			t.Fatalf("%v: %d bytes", m, len(b))
@@ -40,7 +40,7 @@ func TestDecodeMalformed(t *testing.T) {
 		{"magic", mod(0, 0xCD)},
 		{"version", mod(1, 2)},
 		{"type 0", mod(2, 0)},
-		{"type 5", mod(2, 5)},
+		{"type 6", mod(2, 6)},
 		{"reserved", mod(3, 1)},
 		{"flow 0", Msg{TypeEOF, 0}.Append(nil)},
 	}
@@ -57,6 +57,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Msg{TypeFlow, 1}.Append(nil))
 	f.Add(Msg{TypeEOF, 42}.Append(nil))
 	f.Add(Msg{TypeClose, 1 << 63}.Append(nil))
+	f.Add(Msg{TypeDgramEOF, 7}.Append(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
 		if err != nil {

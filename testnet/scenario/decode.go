@@ -13,16 +13,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/commucat/commucat/internal/yamlstrict"
 	"github.com/commucat/commucat/testnet/censor"
 	"go.yaml.in/yaml/v3"
 )
 
-// Limits of a scenario file, far above any real one, so a hostile file
-// cannot make decoding slow.
-const (
-	maxFileSize = 1 << 20
-	maxNodes    = 1 << 16
-)
+// maxFileSize caps a scenario file: far above any real one.
+const maxFileSize = yamlstrict.DefaultMaxSize
 
 // Load reads and parses a scenario file. A relative censor file in it is
 // resolved against the scenario file's directory by Run.
@@ -59,30 +56,15 @@ func Parse(b []byte) (*Scenario, error) {
 
 // decode decodes b into s without validating it.
 func decode(b []byte, s *Scenario) error {
-	if len(b) > maxFileSize {
-		return &Error{Err: fmt.Errorf("file of %d bytes over the %d-byte cap", len(b), maxFileSize)}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return &Error{Err: errors.New("empty document")}
+	d := yamlstrict.Decoder{Hooks: hooks, MaxSize: maxFileSize}
+	if err := d.Decode(b, s); err != nil {
+		if e, ok := errors.AsType[*yamlstrict.Error](err); ok {
+			return &Error{Path: e.Path, Line: e.Line, Err: e.Err}
 		}
-		return &Error{Err: fmt.Errorf("yaml: %w", err)}
+		return &Error{Err: err}
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return &Error{Err: errors.New("more than one yaml document")}
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
-		return &Error{Err: errors.New("not a yaml document")}
-	}
-	d := &decoder{}
-	return d.decode(doc.Content[0], reflect.ValueOf(s).Elem(), "")
+	return nil
 }
-
-// decoder assigns a yaml node tree to Go values by their yaml tags.
-type decoder struct{ nodes int }
 
 var (
 	durationType = reflect.TypeFor[time.Duration]()
@@ -90,23 +72,30 @@ var (
 	textType     = reflect.TypeFor[Text]()
 )
 
-func fail(n *yaml.Node, path, format string, args ...any) error {
-	return &Error{Path: path, Line: n.Line, Err: fmt.Errorf(format, args...)}
+// hooks decode the scenario's own types; yamlstrict does the rest.
+var hooks = map[reflect.Type]yamlstrict.Hook{
+	rateType: yamlstrict.Scalar("a rate such as 128kbit or bytes per second", censor.ParseRate),
+	textType: decodeText,
 }
 
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		return strconv.Quote(n.Value)
+// decodeText keeps a mapping as YAML text, or takes a string as it is.
+func decodeText(_ *yamlstrict.Decoder, n *yaml.Node, v reflect.Value, path string) error {
+	if n.Kind == yaml.MappingNode {
+		if hasAnchor(n, 0) {
+			return yamlstrict.Errorf(n, path, "yaml anchors and aliases are not supported")
+		}
+		b, err := yaml.Marshal(n)
+		if err != nil {
+			return yamlstrict.Errorf(n, path, "%v", err)
+		}
+		v.SetString(string(b))
+		return nil
 	}
-	return "an alias"
+	return yamlstrict.ParseScalar(n, path, "a mapping or a string", func(s string) error {
+		v.SetString(s)
+		return nil
+	})
 }
-
-func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
 
 // hasAnchor reports whether n or a node below it has an anchor or alias.
 func hasAnchor(n *yaml.Node, depth int) bool {
@@ -124,181 +113,10 @@ func hasAnchor(n *yaml.Node, depth int) bool {
 	return false
 }
 
-func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
-	d.nodes++
-	if d.nodes > maxNodes {
-		return fail(n, path, "document over %d nodes", maxNodes)
-	}
-	if n.Kind == yaml.AliasNode || n.Anchor != "" {
-		return fail(n, path, "yaml anchors and aliases are not supported")
-	}
-	switch v.Type() {
-	case durationType:
-		return scalar(n, path, "a duration such as 30s", func(s string) error {
-			x, err := time.ParseDuration(s)
-			v.SetInt(int64(x))
-			return err
-		})
-	case rateType:
-		return scalar(n, path, "a rate such as 128kbit or bytes per second", func(s string) error {
-			r, err := censor.ParseRate(s)
-			v.SetInt(int64(r))
-			return err
-		})
-	case textType:
-		if n.Kind == yaml.MappingNode {
-			if hasAnchor(n, 0) {
-				return fail(n, path, "yaml anchors and aliases are not supported")
-			}
-			b, err := yaml.Marshal(n)
-			if err != nil {
-				return fail(n, path, "%v", err)
-			}
-			v.SetString(string(b))
-			return nil
-		}
-		return scalar(n, path, "a mapping or a string", func(s string) error {
-			v.SetString(s)
-			return nil
-		})
-	}
-	switch v.Kind() {
-	case reflect.Pointer:
-		if isNull(n) {
-			v.SetZero()
-			return nil
-		}
-		if v.IsNil() {
-			v.Set(reflect.New(v.Type().Elem()))
-		}
-		return d.decode(n, v.Elem(), path)
-	case reflect.Struct:
-		if isNull(n) {
-			return nil
-		}
-		return d.structure(n, v, path)
-	case reflect.Slice:
-		if isNull(n) {
-			v.SetZero()
-			return nil
-		}
-		if n.Kind != yaml.SequenceNode {
-			return fail(n, path, "want a list, got %s", kindName(n))
-		}
-		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
-		for i, c := range n.Content {
-			if err := d.decode(c, s.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-		v.Set(s)
-		return nil
-	case reflect.Map:
-		if isNull(n) {
-			v.SetZero()
-			return nil
-		}
-		if n.Kind != yaml.MappingNode {
-			return fail(n, path, "want a mapping, got %s", kindName(n))
-		}
-		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], n.Content[i+1]
-			if k.Kind != yaml.ScalarNode || isNull(k) {
-				return fail(k, path, "want a key, got %s", kindName(k))
-			}
-			p := join(path, k.Value)
-			kv := reflect.ValueOf(k.Value).Convert(v.Type().Key())
-			if m.MapIndex(kv).IsValid() {
-				return fail(k, p, "duplicate key")
-			}
-			e := reflect.New(v.Type().Elem()).Elem()
-			if err := d.decode(val, e, p); err != nil {
-				return err
-			}
-			m.SetMapIndex(kv, e)
-		}
-		v.Set(m)
-		return nil
-	case reflect.String:
-		return scalar(n, path, "a string", func(s string) error {
-			v.SetString(s)
-			return nil
-		})
-	case reflect.Bool, reflect.Int, reflect.Int64, reflect.Uint16, reflect.Uint64, reflect.Float64:
-		if n.Kind != yaml.ScalarNode || isNull(n) {
-			return fail(n, path, "want a %s, got %s", v.Kind(), kindName(n))
-		}
-		p := reflect.New(v.Type())
-		if err := n.Decode(p.Interface()); err != nil {
-			return fail(n, path, "want a %s, got %q", v.Kind(), n.Value)
-		}
-		v.Set(p.Elem())
-		return nil
-	}
-	return fail(n, path, "cannot decode into %s", v.Type())
-}
-
-// scalar calls parse with a scalar's value, and names want on failure.
-func scalar(n *yaml.Node, path, want string, parse func(string) error) error {
-	if n.Kind != yaml.ScalarNode || isNull(n) {
-		return fail(n, path, "want %s, got %s", want, kindName(n))
-	}
-	if err := parse(n.Value); err != nil {
-		return fail(n, path, "want %s, got %q", want, n.Value)
-	}
-	return nil
-}
-
 // tagName returns a struct field's yaml key.
 func tagName(f reflect.StructField) string {
 	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 	return name
-}
-
-// fieldByTag returns the field of struct value v whose yaml tag names key.
-func fieldByTag(v reflect.Value, key string) (reflect.Value, bool) {
-	t := v.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if f.IsExported() && tagName(f) == key {
-			return v.Field(i), true
-		}
-	}
-	return reflect.Value{}, false
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) error {
-	if n.Kind != yaml.MappingNode {
-		return fail(n, path, "want a mapping, got %s", kindName(n))
-	}
-	seen := make(map[string]bool, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode {
-			return fail(k, path, "want a key, got %s", kindName(k))
-		}
-		p := join(path, k.Value)
-		if seen[k.Value] {
-			return fail(k, p, "duplicate key")
-		}
-		seen[k.Value] = true
-		f, ok := fieldByTag(v, k.Value)
-		if !ok {
-			return fail(k, p, "unknown field")
-		}
-		if err := d.decode(val, f, p); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Encode returns s as a scenario file that Parse reads back to an equal

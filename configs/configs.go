@@ -254,7 +254,7 @@ func checkLeaf(n *yaml.Node, path string, s schema) (bool, error) {
 		}
 	case "<int>":
 		var v int
-		if n.Decode(&v) != nil {
+		if n.Decode(&v) != nil || n.ShortTag() != "!!int" { // yaml takes 1.5 as 1
 			return true, fail("an integer")
 		}
 	case "<float>":

@@ -114,6 +114,7 @@ func TestValueErrorsNameTheField(t *testing.T) {
 		{"inbox:\n  quota: many\n", "inbox.quota"},
 		{"handshake:\n  rate: fast\n", "handshake.rate"},
 		{"router:\n  datagrams: maybe\n", "router.datagrams"},
+		{"inbox:\n  quota: 1.5\n", "inbox.quota"},
 		{"listen:\n  - transport: [tcp]\n    address: 127.0.0.1:1\n", "listen[0].transport"},
 	}
 	for _, tc := range tests {

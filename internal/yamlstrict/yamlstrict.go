@@ -248,12 +248,28 @@ func (d *Decoder) DecodeNode(n *yaml.Node, v reflect.Value, path string) error {
 		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
 		reflect.Float32, reflect.Float64:
-		if n.Kind != yaml.ScalarNode || IsNull(n) {
-			return Errorf(n, path, "want a %s, got %s", v.Kind(), KindName(n))
+		want := "a number"
+		switch v.Kind() {
+		case reflect.Bool:
+			want = "true or false"
+		case reflect.Int, reflect.Int64:
+			want = "an integer"
+		case reflect.Int8, reflect.Int16, reflect.Int32:
+			want = fmt.Sprintf("an integer from %d to %d", int64(-1)<<(v.Type().Bits()-1), uint64(1)<<(v.Type().Bits()-1)-1)
+		case reflect.Uint, reflect.Uint64:
+			want = "an integer of 0 or more"
+		case reflect.Uint8, reflect.Uint16, reflect.Uint32:
+			want = fmt.Sprintf("an integer from 0 to %d", ^uint64(0)>>(64-v.Type().Bits()))
 		}
+		if n.Kind != yaml.ScalarNode || IsNull(n) {
+			return Errorf(n, path, "want %s, got %s", want, KindName(n))
+		}
+		// yaml decodes 1.5 into an int as 1: an integer field takes
+		// only an integer.
+		isInt := v.Kind() != reflect.Bool && v.Kind() != reflect.Float32 && v.Kind() != reflect.Float64
 		p := reflect.New(v.Type())
-		if err := n.Decode(p.Interface()); err != nil {
-			return Errorf(n, path, "want a %s, got %q", v.Kind(), n.Value)
+		if err := n.Decode(p.Interface()); err != nil || isInt && n.ShortTag() != "!!int" {
+			return Errorf(n, path, "want %s, got %q", want, n.Value)
 		}
 		v.Set(p.Elem())
 		return nil

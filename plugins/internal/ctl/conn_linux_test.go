@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -284,5 +287,47 @@ func TestNewChecksSocketType(t *testing.T) {
 	defer peer.Close()
 	if _, err := New(peer, nil); err == nil {
 		t.Error("New on a stream socket succeeded")
+	}
+}
+
+// TestPairBuffers checks that both ends of the socket pairs get the send
+// buffers the package asks for, as far as the kernel lets this process.
+func TestPairBuffers(t *testing.T) {
+	limit := 1 << 30 // with CAP_NET_ADMIN, none
+	if b, err := os.ReadFile("/proc/sys/net/core/wmem_max"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			limit = n
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		pair func() (*net.UnixConn, *os.File, error)
+		want int
+	}{
+		{"flow", FlowPair, FlowBuffer},
+		{"datagrams", DatagramPair, DatagramBuffer},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			local, peer, err := tt.pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer local.Close()
+			defer peer.Close()
+			raw, err := local.SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got [2]int
+			raw.Control(func(fd uintptr) { got[0], _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF) })
+			got[1], _ = syscall.GetsockoptInt(int(peer.Fd()), syscall.SOL_SOCKET, syscall.SO_SNDBUF)
+			// The kernel doubles what it is given, for its bookkeeping.
+			want := 2 * min(tt.want, limit)
+			for i, g := range got {
+				if g < want {
+					t.Errorf("end %d: SO_SNDBUF %d, want at least %d", i, g, want)
+				}
+			}
+		})
 	}
 }

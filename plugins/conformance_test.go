@@ -34,7 +34,7 @@ func TestConformance(t *testing.T) {
 
 // realitySides builds the reality transport's two sides in front of a
 // local HTTPS cover site (httptest's certificate names example.com).
-func realitySides(t *testing.T, r *transport.Registry) (client, server transport.Transport) {
+func realitySides(t testing.TB, r *transport.Registry) (client, server transport.Transport) {
 	t.Helper()
 	cover := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "cover\n")

@@ -331,3 +331,27 @@ func TestPairBuffers(t *testing.T) {
 		})
 	}
 }
+
+// TestFlowSpliceable checks what Go's net package needs to move bytes
+// between a TCP connection and a flow socket with splice(2), without
+// copying them through the plugin: TCPConn.ReadFrom and TCPConn.WriteTo
+// splice only to and from a *net.UnixConn of network "unix" (a stream
+// socket), which both ends of a flow must be.
+func TestFlowSpliceable(t *testing.T) {
+	local, peer, err := FlowPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	remote, err := FlowConn(int(dupFD(t, peer)))
+	peer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	for i, c := range []*net.UnixConn{local, remote} {
+		if a := c.LocalAddr(); a == nil || a.Network() != "unix" {
+			t.Errorf("end %d: local address %v; want network unix", i, a)
+		}
+	}
+}

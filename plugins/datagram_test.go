@@ -221,12 +221,18 @@ func TestDatagrams(t *testing.T) {
 // TestDatagramsPluginKilled kills a plugin while datagrams flow through
 // it: waits in ReceiveDatagram end with an error, and so do sends.
 func TestDatagramsPluginKilled(t *testing.T) {
+	for _, name := range []string{"quic", "kcp"} {
+		t.Run(name, func(t *testing.T) { testDatagramsPluginKilled(t, name) })
+	}
+}
+
+func testDatagramsPluginKilled(t *testing.T, name string) {
 	h, r := startHost(t, HostConfig{Backoff: 10 * time.Millisecond}, pluginDir(t, map[string]string{
-		"quic": buildPlugin(t, "quic", "./cmd/commucat-transport-quic"),
+		name:   buildPlugin(t, name, "./cmd/commucat-transport-"+name),
 		"good": faultyBin(t),
 	}))
 	other, _, _ := echoConn(t, r, "good")
-	client, server := serverAndClient(t, r, "quic")
+	client, server := serverAndClient(t, r, name)
 	c, s := dgramPair(t, client, server)
 	echoDatagrams(s)
 	exchange(t, c, 5, []int{8, c.MaxDatagramSize()})
@@ -257,8 +263,14 @@ func TestDatagramsPluginKilled(t *testing.T) {
 		}
 		sendErr <- errors.New("the sends never failed")
 	}()
-	<-received
-	g := currentGen(t, h, "quic")
+	select {
+	case <-received:
+	case err := <-recvErr:
+		t.Fatalf("ReceiveDatagram before the kill: %v", err)
+	case <-testCtx(t).Done():
+		t.Fatal("no 100 datagrams came back within a minute")
+	}
+	g := currentGen(t, h, name)
 	if err := syscall.Kill(g.pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

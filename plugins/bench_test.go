@@ -38,6 +38,8 @@ func benchSides(b *testing.B) []side {
 		{"inprocess", tcp.New(), tcp.New()},
 		{"plugin", pc, ps},         // sockets handed over
 		{"plugin-spliced", sc, ss}, // every byte through the plugin process
+		// One plugin, on the client: what one end of a real link adds.
+		{"plugin-spliced-client", sc, tcp.New()},
 	}
 }
 
@@ -77,15 +79,17 @@ func camouflageSides(b *testing.B, only ...string) map[string][]side {
 		if !keep(c.name) {
 			continue
 		}
+		// plugin-client: one plugin, on the client, talking to the
+		// transport in-process: what one end of a real link adds.
 		for _, r := range []struct {
-			name string
-			reg  *transport.Registry
-		}{{"inprocess", inproc}, {"plugin", plug}} {
+			name       string
+			creg, sreg *transport.Registry
+		}{{"inprocess", inproc, inproc}, {"plugin", plug, plug}, {"plugin-client", plug, inproc}} {
 			var client, server transport.Transport
 			if c.name == reality.Name {
-				client, server = realitySides(b, r.reg)
+				client, server = realitySidesOver(b, r.creg, r.sreg)
 			} else {
-				client, server = serverAndClient(b, r.reg, c.name)
+				client, server = serverAndClientOver(b, r.creg, r.sreg, c.name, nil)
 			}
 			for _, t := range []transport.Transport{client, server} {
 				if c, ok := t.(io.Closer); ok {

@@ -36,21 +36,20 @@ func TestConformance(t *testing.T) {
 // local HTTPS cover site (httptest's certificate names example.com).
 func realitySides(t testing.TB, r *transport.Registry) (client, server transport.Transport) {
 	t.Helper()
+	return realitySidesOver(t, r, r)
+}
+
+// realitySidesOver is realitySides with the client from creg and the
+// server from sreg.
+func realitySidesOver(t testing.TB, creg, sreg *transport.Registry) (client, server transport.Transport) {
+	t.Helper()
 	cover := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "cover\n")
 	}))
 	cover.Config.ErrorLog = log.New(io.Discard, "", 0)
 	cover.StartTLS()
 	t.Cleanup(cover.Close)
-	server, pub, err := r.NewServer("reality", transport.Params{
+	return serverAndClientOver(t, creg, sreg, "reality", transport.Params{
 		"dest": cover.Listener.Addr().String(), "sni": "example.com", "sid": "0123456789abcdef",
-	}, t.TempDir())
-	if err != nil {
-		t.Fatalf("NewServer(reality): %v", err)
-	}
-	client, err = r.New("reality", pub)
-	if err != nil {
-		t.Fatalf("New(reality, %v): %v", pub, err)
-	}
-	return client, server
+	})
 }

@@ -143,11 +143,19 @@ func startHost(t testing.TB, cfg HostConfig, dir string) (*Host, *transport.Regi
 // serverAndClient builds both sides of the named transport.
 func serverAndClient(t testing.TB, r *transport.Registry, name string) (client, server transport.Transport) {
 	t.Helper()
-	server, pub, err := r.NewServer(name, nil, t.TempDir())
+	return serverAndClientOver(t, r, r, name, nil)
+}
+
+// serverAndClientOver makes transport name's server with params from sreg
+// and a client for it from creg: one end in-process, the other a plugin,
+// when the registries differ.
+func serverAndClientOver(t testing.TB, creg, sreg *transport.Registry, name string, params transport.Params) (client, server transport.Transport) {
+	t.Helper()
+	server, pub, err := sreg.NewServer(name, params, t.TempDir())
 	if err != nil {
 		t.Fatalf("NewServer(%s): %v", name, err)
 	}
-	client, err = r.New(name, pub)
+	client, err = creg.New(name, pub)
 	if err != nil {
 		t.Fatalf("New(%s, %v): %v", name, pub, err)
 	}

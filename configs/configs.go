@@ -33,6 +33,7 @@ type Gateway struct {
 	Handshake    Handshake    `yaml:"handshake"`
 	Session      Session      `yaml:"session"`
 	Router       Router       `yaml:"router"`
+	Decoy        Decoy        `yaml:"decoy"`
 	Ops          Ops          `yaml:"ops"`
 	Log          Log          `yaml:"log"`
 }
@@ -89,6 +90,15 @@ type Router struct {
 	FEC string `yaml:"fec"`
 	// Datagrams sends media as datagrams on paths that carry them.
 	Datagrams bool `yaml:"datagrams"`
+}
+
+// Decoy configures the website the gateway shows to everyone who is not a
+// client (on websocket, and as reality's cover when it names no dest).
+type Decoy struct {
+	// Site is a directory with a static site (index.html and 404.html at
+	// least); empty means the embedded blog, which every such gateway
+	// shares byte for byte.
+	Site string `yaml:"site"`
 }
 
 // MaxPaths bounds router.max_paths: censors that cap connections per
@@ -225,6 +235,7 @@ func reflectFields() schema {
 		"registration": {"code_ttl": durationLeaf},
 		"handshake":    {"timeout": durationLeaf, "max_skew": durationLeaf, "rate": floatLeaf, "burst": intLeaf, "max_conns": intLeaf},
 		"session":      {"keepalive": durationLeaf, "idle_timeout": durationLeaf},
+		"decoy":        {"site": stringLeaf},
 		"router":       {"max_paths": intLeaf, "resume_window": durationLeaf, "scheduler": stringLeaf, "fec": stringLeaf, "datagrams": boolLeaf},
 		"ops":          {"listen": stringLeaf},
 		"log":          {"level": stringLeaf, "format": stringLeaf},

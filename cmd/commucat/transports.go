@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,7 +112,7 @@ type coverSite struct {
 	addr string
 }
 
-func startCoverSite(dir string, names []string, log *slog.Logger) (*coverSite, error) {
+func startCoverSite(dir string, names []string, site http.Handler, log *slog.Logger) (*coverSite, error) {
 	cert, err := decoy.LoadOrCreateCert(dir, names)
 	if err != nil {
 		return nil, fmt.Errorf("decoy site: %w", err)
@@ -124,7 +125,7 @@ func startCoverSite(dir string, names []string, log *slog.Logger) (*coverSite, e
 		ln:   ln,
 		addr: ln.Addr().String(),
 		srv: &http.Server{
-			Handler:           decoy.Handler(),
+			Handler:           site,
 			TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}},
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       60 * time.Second,
@@ -148,7 +149,33 @@ func (c *coverSite) Close() {
 
 // prepareCover fills in the reality endpoints' cover site: when an endpoint
 // names no dest, the gateway's own decoy site is started (once) and used.
+// It also hands decoy.site to the websocket endpoints that name no site,
+// and warns when a gateway on a public address shows the embedded blog.
 func prepareCover(dir string, cfg *configs.Gateway, log *slog.Logger) (*coverSite, error) {
+	site := decoy.Handler()
+	if cfg.Decoy.Site != "" {
+		var err error
+		if site, err = decoy.LoadDir(cfg.Decoy.Site); err != nil {
+			return nil, fmt.Errorf("config: decoy.site: %w", err)
+		}
+	}
+	for i := range cfg.Listen {
+		l := &cfg.Listen[i]
+		shows := l.Transport == websocket.Name && l.Params["site"] == "" || l.Transport == reality.Name && l.Params["dest"] == ""
+		if !shows {
+			continue
+		}
+		if l.Transport == websocket.Name && cfg.Decoy.Site != "" {
+			if l.Params == nil {
+				l.Params = map[string]string{}
+			}
+			l.Params["site"] = cfg.Decoy.Site
+		}
+		if cfg.Decoy.Site == "" && !loopbackAddr(l.Address) {
+			log.Warn("this endpoint shows the embedded decoy blog, the same on every gateway that does: set decoy.site to a site of your own (or reality's dest to a real site)",
+				"transport", l.Transport)
+		}
+	}
 	var cover *coverSite
 	for i := range cfg.Listen {
 		l := &cfg.Listen[i]
@@ -163,7 +190,7 @@ func prepareCover(dir string, cfg *configs.Gateway, log *slog.Logger) (*coverSit
 		}
 		if cover == nil {
 			var err error
-			cover, err = startCoverSite(filepath.Join(dir, "transports", "decoy"), strings.Split(l.Params["sni"], ","), log)
+			cover, err = startCoverSite(filepath.Join(dir, "transports", "decoy"), strings.Split(l.Params["sni"], ","), site, log)
 			if err != nil {
 				return nil, err
 			}
@@ -212,4 +239,17 @@ func addPlugins(dir string, names []string, r *transport.Registry, log *slog.Log
 		log.Debug("plugins shadowed by built-in transports", "err", err)
 	}
 	return h, nil
+}
+
+// loopbackAddr reports whether host:port addr listens on loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

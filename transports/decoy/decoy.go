@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -55,13 +56,29 @@ var contentTypes = map[string]string{
 	".xml":  "text/xml",
 	".png":  "image/png",
 	".svg":  "image/svg+xml",
+	// For sites operators bring (LoadDir).
+	".htm":   "text/html",
+	".js":    "application/javascript",
+	".json":  "application/json",
+	".jpg":   "image/jpeg",
+	".jpeg":  "image/jpeg",
+	".gif":   "image/gif",
+	".webp":  "image/webp",
+	".woff":  "font/woff",
+	".woff2": "font/woff2",
+	".pdf":   "application/pdf",
+	".rss":   "application/rss+xml",
+	".atom":  "application/atom+xml",
+	".mp4":   "video/mp4",
+	".webm":  "video/webm",
 }
 
 // file is one file of the site, loaded in memory.
 type file struct {
-	data  []byte
-	ctype string
-	etag  string
+	data    []byte
+	ctype   string
+	etag    string
+	modTime time.Time
 }
 
 // site is the loaded site. It is read-only after load.
@@ -89,10 +106,49 @@ func load(fsys fs.FS, root string) (*site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decoy: %w", err)
 	}
+	return loadFS(sub, func(fs.FileInfo) time.Time { return deployed })
+}
+
+// Limits of a site loaded from a directory: it is held in memory.
+const (
+	// MaxSiteFiles is the most files (and directories) a site may have.
+	MaxSiteFiles = 4096
+	// MaxSiteBytes is the most bytes its files may hold together.
+	MaxSiteBytes = 64 << 20
+)
+
+// LoadDir returns a handler serving the static site in dir, as Handler
+// serves the embedded one: every gateway that serves the embedded blog
+// serves the same bytes, which a censor can look for, so a public gateway
+// should serve a site of its own. dir must hold index.html and 404.html;
+// its files are read once, into memory (at most MaxSiteFiles files and
+// MaxSiteBytes bytes). Last-Modified and ETag come from each file's
+// modification time, as nginx's do. Only regular files and directories
+// are served; a symbolic link that leads out of dir is an error, others
+// are followed. The handler is safe for concurrent use.
+func LoadDir(dir string) (http.Handler, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("decoy: site: %w", err)
+	}
+	defer root.Close()
+	s, err := loadFS(root.FS(), func(fi fs.FileInfo) time.Time { return fi.ModTime().UTC().Truncate(time.Second) })
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, dir)
+	}
+	return s, nil
+}
+
+// loadFS reads the site in fsys; modTime gives a file's Last-Modified.
+func loadFS(fsys fs.FS, modTime func(fs.FileInfo) time.Time) (*site, error) {
 	s := &site{files: make(map[string]*file), dirs: make(map[string]struct{})}
-	err = fs.WalkDir(sub, ".", func(name string, d fs.DirEntry, err error) error {
+	total := 0
+	err := fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if len(s.files)+len(s.dirs) >= MaxSiteFiles {
+			return fmt.Errorf("more than %d files", MaxSiteFiles)
 		}
 		if d.IsDir() {
 			if name == "." {
@@ -101,7 +157,17 @@ func load(fsys fs.FS, root string) (*site, error) {
 			s.dirs[name] = struct{}{}
 			return nil
 		}
-		data, err := fs.ReadFile(sub, name)
+		fi, err := fs.Stat(fsys, name) // follows a link, within the root
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file (%v)", name, fi.Mode().Type())
+		}
+		if total += int(fi.Size()); total > MaxSiteBytes {
+			return fmt.Errorf("site over %d MiB", MaxSiteBytes>>20)
+		}
+		data, err := fs.ReadFile(fsys, name)
 		if err != nil {
 			return err
 		}
@@ -109,10 +175,12 @@ func load(fsys fs.FS, root string) (*site, error) {
 		if !ok {
 			ctype = "application/octet-stream"
 		}
+		mt := modTime(fi)
 		s.files[name] = &file{
-			data:  data,
-			ctype: ctype,
-			etag:  fmt.Sprintf(`"%x-%x"`, deployed.Unix(), len(data)),
+			data:    data,
+			ctype:   ctype,
+			etag:    fmt.Sprintf(`"%x-%x"`, mt.Unix(), len(data)),
+			modTime: mt,
 		}
 		return nil
 	})
@@ -182,7 +250,7 @@ func (s *site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", f.ctype)
 	h.Set("Etag", f.etag) // canonical here for ServeContent; sent as "ETag"
 	h.Set("Connection", "keep-alive")
-	http.ServeContent(nw, r, name, deployed, bytes.NewReader(f.data))
+	http.ServeContent(nw, r, name, f.modTime, bytes.NewReader(f.data))
 }
 
 // escapesRoot reports whether p has a ".." segment that would climb above

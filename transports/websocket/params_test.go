@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -128,12 +130,34 @@ func TestServerFactory(t *testing.T) {
 		}
 	})
 
+	t.Run("own site", func(t *testing.T) {
+		site := t.TempDir()
+		for name, body := range map[string]string{"index.html": "<h1>bakery</h1>", "404.html": "gone"} {
+			if err := os.WriteFile(filepath.Join(site, name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, public, err := ServerFactory(transport.Params{"site": site}, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := public["site"]; ok {
+			t.Errorf("the site directory is published: %v", public)
+		}
+		rec := httptest.NewRecorder()
+		st.(*Transport).cfg.Site.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		if rec.Body.String() != "<h1>bakery</h1>" {
+			t.Errorf("GET / shows %q, want the operator's site", rec.Body.String())
+		}
+	})
+
 	bad := []struct {
 		name   string
 		params transport.Params
 		setup  func(t *testing.T, dir string)
 	}{
 		{name: "unknown key", params: transport.Params{"pin": "x"}},
+		{name: "site without index", params: transport.Params{"site": os.TempDir() + "/commucat-no-such-site"}},
 		{name: "bad sni", params: transport.Params{"sni": "a b"}},
 		{name: "bad path", params: transport.Params{"path": "nope"}},
 		{name: "garbage path file", setup: func(t *testing.T, dir string) {

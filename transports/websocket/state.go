@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -22,12 +23,21 @@ const PathFile = "secret-path"
 // its private state directory: it keeps the certificate (see
 // decoy.LoadOrCreateCert) and the generated secret path there, so that
 // invites stay valid across restarts. Parameters: "sni" (the certificate's
-// name, published to clients) and "path" (a fixed secret path instead of
-// the generated one); others are rejected with transport.ErrBadParams. It
-// returns the public parameters "pin", "path" and, if set, "sni".
+// name, published to clients), "path" (a fixed secret path instead of
+// the generated one) and "site" (a directory with the static site to show
+// everyone else, see decoy.LoadDir; by default the embedded blog); others
+// are rejected with transport.ErrBadParams. It returns the public
+// parameters "pin", "path" and, if set, "sni".
 func ServerFactory(p transport.Params, dir string) (transport.Transport, transport.Params, error) {
-	if err := checkKeys(p, "sni", "path"); err != nil {
+	if err := checkKeys(p, "sni", "path", "site"); err != nil {
 		return nil, nil, err
+	}
+	var site http.Handler
+	if d := p["site"]; d != "" {
+		var err error
+		if site, err = decoy.LoadDir(d); err != nil {
+			return nil, nil, fmt.Errorf("websocket: parameter site: %w: %w", err, transport.ErrBadParams)
+		}
 	}
 	sni := p["sni"]
 	if sni != "" && !validHost(sni) {
@@ -52,7 +62,7 @@ func ServerFactory(p transport.Params, dir string) (transport.Transport, transpo
 	if err != nil {
 		return nil, nil, fmt.Errorf("websocket: %w", err)
 	}
-	t, err := New(Config{Certificate: &cert, Path: path, SNI: sni})
+	t, err := New(Config{Certificate: &cert, Path: path, SNI: sni, Site: site})
 	if err != nil {
 		return nil, nil, err
 	}

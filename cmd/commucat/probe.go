@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,6 +60,7 @@ type probeFlags struct {
 	logLevel                                 string
 	handshakeTimeout, dnsDuplicateWindow     time.Duration
 	downloadStall, downloadMaxTime, fetDelay time.Duration
+	dnsPublic                                []string
 }
 
 func newProbeCmd() *cobra.Command {
@@ -97,6 +99,7 @@ them private where that matters.`,
 	fl.StringVar(&f.resolver, "resolver", "", "the control resolver: ip:port (UDP) or an https:// DNS-over-HTTPS URL")
 	fl.StringVar(&f.systemDNS, "system-resolver", "", "the network's resolver as ip:port (default: the system's)")
 	fl.DurationVar(&f.dnsDuplicateWindow, "dns-wait-duplicates", 0, "keep listening this long after a UDP DNS answer to catch injected duplicates")
+	fl.StringArrayVar(&f.dnsPublic, "dns-public-range", nil, "an address range DNS answers may fall in although it is private or reserved, such as a test network's (repeatable)")
 	fl.StringVar(&f.controlURL, "control-url", "", "a control URL for HTTP probes, serving what the target should")
 	fl.StringArrayVar(&f.patterns, "block-pattern", nil, "text that marks a block page (repeatable)")
 	fl.StringVar(&f.downloadControlURL, "download-control-url", "", "a large file elsewhere to compare download rates with")
@@ -256,7 +259,15 @@ func censorshipProbes(targets []probes.Target, kinds map[string]bool, f *probeFl
 			return nil
 		}
 		domains[host] = true
-		return add(dnsprobe.New(dnsprobe.Config{Domain: host, System: f.systemDNS, Control: f.resolver, DuplicateWindow: f.dnsDuplicateWindow}))
+		var public []netip.Prefix
+		for _, r := range f.dnsPublic {
+			p, err := netip.ParsePrefix(r)
+			if err != nil {
+				return fmt.Errorf("--dns-public-range %q: want an address range such as 198.18.0.0/15", r)
+			}
+			public = append(public, p.Masked())
+		}
+		return add(dnsprobe.New(dnsprobe.Config{Domain: host, System: f.systemDNS, Control: f.resolver, DuplicateWindow: f.dnsDuplicateWindow, Public: public}))
 	}
 	for _, t := range targets {
 		if err := dns(t.Host); err != nil {

@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,6 +62,10 @@ type Config struct {
 	// HTTPClient sends DNS-over-HTTPS queries. If nil, a client without
 	// cookies, redirects or proxies.
 	HTTPClient *http.Client
+	// Public lists address ranges taken as public although they are
+	// bogons (IsBogon): a test network's own addresses, such as the
+	// testnet's 198.18.0.0/15.
+	Public []netip.Prefix
 }
 
 // Probe is a DNS consistency probe. It is safe for concurrent use.
@@ -155,18 +160,18 @@ func (p *Probe) Run(ctx context.Context, env *probes.Env) probes.Result {
 	}
 	k.TestKeys = env.Trace().Keys()
 	k.XDNSDuplicateResponses = sys.dups
-	res := classify(k, sys, ctl)
+	res := classify(k, sys, ctl, c.Public)
 	res.Verdicts = []probes.Verdict{{Network: "dns", Addr: c.Domain, State: res.State, Blocking: k.Blocking, Failure: k.FailureString()}}
 	return res
 }
 
 // classify fills k from the network's lookup and the control's (nil
-// without a control).
-func classify(k *Keys, sys lookup, ctl *lookup) probes.Result {
+// without a control); addresses in public are not bogons.
+func classify(k *Keys, sys lookup, ctl *lookup, public []netip.Prefix) probes.Result {
 	k.Fail(sys.failure, ooni.OpResolve)
 	bogon := ""
 	for _, a := range sys.addrs {
-		if IsBogon(a) {
+		if IsBogon(a) && !slices.ContainsFunc(public, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) }) {
 			k.XDNSBogon, bogon = true, a.String()
 			break
 		}

@@ -110,6 +110,8 @@ func TestProbe(t *testing.T) {
 		{"doh control", dns.Config{Domain: "ok.test", System: sys, Control: doh.URL, HTTPClient: doh.Client()}, "", ooni.BlockingNone, probes.StateOK, "consistent"},
 		{"doh control, nxdomain", dns.Config{Domain: "nx.test", System: sys, Control: doh.URL, HTTPClient: doh.Client()}, ooni.FailureDNSNXDOMAINError, ooni.BlockingDNS, probes.StateBlocked, "inconsistent"},
 		{"bogon without control", dns.Config{Domain: "bogon.test", System: sys}, ooni.FailureDNSBogonError, ooni.BlockingDNS, probes.StateBlocked, ""},
+		// A test network's own addresses, declared public, are answers.
+		{"bogon range declared public", dns.Config{Domain: "bogon.test", System: sys, Public: []netip.Prefix{netip.MustParsePrefix("10.10.0.0/16")}}, "", ooni.BlockingUnknown, probes.StateOK, ""},
 		{"control dropped", dns.Config{Domain: "ok.test", System: sys, Control: probestest.BlackholeUDP(t)}, "", ooni.BlockingUnknown, probes.StateOK, ""},
 		{"system resolver", dns.Config{Domain: "localhost", Control: ctl}, "", ooni.BlockingNone, probes.StateOK, "consistent"},
 	}

@@ -192,21 +192,24 @@ func acceptanceCases() []acceptanceCase {
 		{
 			// The injector answers for the listed name before the
 			// resolver: two answers to one query, blocking dns. The
-			// cover's name gets the resolver's answer alone. (Without a
-			// control resolver the probe also calls every answer in
-			// 198.18.0.0/15, the testnet's addresses, a bogon, so the
-			// cover's name is checked for the absence of injection.)
+			// cover's name gets the resolver's answer alone, an address
+			// of the testnet's 198.18.0.0/15, declared public so that it
+			// is not taken for a bogon.
 			name: "gfw-sni/dns", profile: "gfw-sni", seed: 2,
 			args: []string{"--target", "blocked.example", "--target", DefaultCoverName, "--system-resolver", "{addr:dns}:53",
-				"--dns-wait-duplicates", "500ms", "--probes", "dns"},
+				"--dns-wait-duplicates", "500ms", "--dns-public-range", "198.18.0.0/15", "--probes", "dns"},
 			check: func(t *testing.T, ms []measurement) {
 				b := one(t, ms, "dns_consistency", "blocked.example")
 				got := []string{b.blocking(), deref(b.TestKeys.XDNSConsistency), fmt.Sprint(b.TestKeys.XDNSDuplicates > 0)}
 				if diff := cmp.Diff([]string{"dns", "inconsistent", "true"}, got); diff != "" {
 					t.Errorf("blocked.example: blocking, x_dns_consistency, duplicate answers (-want +got):\n%s", diff)
 				}
-				if c := one(t, ms, "dns_consistency", DefaultCoverName); c.TestKeys.XDNSDuplicates != 0 {
+				c := one(t, ms, "dns_consistency", DefaultCoverName)
+				if c.TestKeys.XDNSDuplicates != 0 {
 					t.Errorf("%s: %d duplicate answers, want none (not listed)", DefaultCoverName, c.TestKeys.XDNSDuplicates)
+				}
+				if f, _ := c.failure(); f != "" || c.blocking() == "dns" {
+					t.Errorf("%s: failure %q, blocking %q; want an answer that blocks nothing", DefaultCoverName, f, c.blocking())
 				}
 			},
 		},

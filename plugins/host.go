@@ -70,6 +70,9 @@ type HostConfig struct {
 	Pins map[string]string
 	// RequirePinned refuses every plugin without a pin.
 	RequirePinned bool
+	// Only, if set, names the plugins Discover starts: a process runs
+	// only for a transport that is used. Scan still lists every binary.
+	Only []string
 	// Env is added to the plugins' environment ("KEY=value"), which is
 	// otherwise empty but for what the plugin protocol sets.
 	Env []string
@@ -283,8 +286,8 @@ func NewHost(cfg HostConfig, log *slog.Logger) (*Host, error) {
 }
 
 // Discover searches the folders for plugin binaries, starts each one that
-// is new and allowed (pins), asks it to describe itself, and returns what
-// it found, sorted by name. Plugins found by an earlier call keep running
+// is new, allowed (pins) and wanted (HostConfig.Only), asks it to describe
+// itself, and returns what it found, sorted by name. Plugins found by an earlier call keep running
 // and are listed again. A folder that does not exist is skipped; other
 // errors reading a folder are returned with the rest of the result.
 func (h *Host) Discover() ([]Info, error) {
@@ -297,6 +300,9 @@ func (h *Host) Discover() ([]Info, error) {
 	var fresh []*plugin
 	var shadowed []Info
 	for _, f := range found {
+		if len(h.cfg.Only) > 0 && !slices.Contains(h.cfg.Only, f.Name) {
+			continue
+		}
 		if p, ok := h.plugins[f.Name]; ok {
 			if p.info.Path != f.Path {
 				f.Err = fmt.Errorf("plugins: shadowed by %s", p.info.Path)

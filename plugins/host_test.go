@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -193,6 +194,25 @@ func TestRegisterDuplicate(t *testing.T) {
 	// The unused plugin's process is stopped.
 	if err := h.Health(testCtx(t), "tcp"); !errors.Is(err, ErrDuplicate) {
 		t.Errorf("Health of the unused plugin: %v, want ErrDuplicate", err)
+	}
+}
+
+func TestOnly(t *testing.T) {
+	bin := buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")
+	h, r := startHost(t, HostConfig{Only: []string{"other"}}, pluginDir(t, map[string]string{"tcp": bin}))
+	if names := r.Names(); len(names) != 0 {
+		t.Errorf("registered %v, want nothing: only \"other\" is wanted", names)
+	}
+	if err := h.Health(testCtx(t), "tcp"); err == nil {
+		t.Errorf("the unwanted plugin answers Health: it was started")
+	}
+	infos, err := h.Scan()
+	if err != nil || len(infos) != 1 || infos[0].Name != "tcp" {
+		t.Errorf("Scan = %v, %v; want the tcp binary listed", infos, err)
+	}
+	_, r = startHost(t, HostConfig{Only: []string{"tcp"}}, pluginDir(t, map[string]string{"tcp": bin}))
+	if names := r.Names(); !slices.Contains(names, "tcp") {
+		t.Errorf("registered %v, want tcp", names)
 	}
 }
 

@@ -83,11 +83,12 @@ func pluginHostConfig(dir string) (plugins.HostConfig, error) {
 // newPluginHost returns a plugin host for the state directory dir, its
 // plugins discovered and started; the caller registers them
 // (Host.Register) and closes the host.
-func newPluginHost(dir string, log *slog.Logger) (*plugins.Host, []plugins.Info, error) {
+func newPluginHost(dir string, only []string, log *slog.Logger) (*plugins.Host, []plugins.Info, error) {
 	cfg, err := pluginHostConfig(dir)
 	if err != nil {
 		return nil, nil, err
 	}
+	cfg.Only = only
 	h, err := plugins.NewHost(cfg, log)
 	if err != nil {
 		return nil, nil, err
@@ -127,7 +128,7 @@ for its name, version and capabilities, then stopped.`,
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			h, infos, err := newPluginHost(dir, log)
+			h, infos, err := newPluginHost(dir, nil, log)
 			if err != nil {
 				return err
 			}

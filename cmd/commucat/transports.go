@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -219,14 +220,16 @@ func isBuiltin(name string) bool {
 // its transports with r when one of names is not built in; it returns the
 // host to close, or nil when no plugin was needed.
 func addPlugins(dir string, names []string, r *transport.Registry, log *slog.Logger) (*plugins.Host, error) {
-	need := false
+	var need []string
 	for _, n := range names {
-		need = need || !isBuiltin(n)
+		if !isBuiltin(n) && !slices.Contains(need, n) {
+			need = append(need, n)
+		}
 	}
-	if !need {
+	if len(need) == 0 {
 		return nil, nil
 	}
-	h, _, err := newPluginHost(dir, log)
+	h, _, err := newPluginHost(dir, need, log)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: %w", err)
 	}

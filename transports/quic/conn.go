@@ -192,7 +192,7 @@ func (c *conn) SetWriteDeadline(t time.Time) error { return c.str.SetWriteDeadli
 // when quic-go's send queue is full, it waits for room.
 func (c *conn) SendDatagram(b []byte) error {
 	if len(b) > MaxDatagramSize {
-		return &opError{op: "send datagram", kind: transport.ErrTooLarge, err: fmt.Errorf("datagram of %d bytes exceeds %d", len(b), MaxDatagramSize)}
+		return &transport.OpError{Transport: Name, Op: "send datagram", Kind: transport.ErrTooLarge, Err: fmt.Errorf("datagram of %d bytes exceeds %d", len(b), MaxDatagramSize)}
 	}
 	if c.isLocalClosed() {
 		return closedErr("send datagram")
@@ -200,7 +200,7 @@ func (c *conn) SendDatagram(b []byte) error {
 	if err := c.qc.SendDatagram(b); err != nil {
 		var tooLarge *quicgo.DatagramTooLargeError
 		if errors.As(err, &tooLarge) {
-			return &opError{op: "send datagram", kind: transport.ErrTooLarge, err: err}
+			return &transport.OpError{Transport: Name, Op: "send datagram", Kind: transport.ErrTooLarge, Err: err}
 		}
 		return wrapErr("send datagram", err)
 	}

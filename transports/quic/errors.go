@@ -12,33 +12,8 @@ import (
 	"github.com/commucat/commucat/core/transport"
 )
 
-// opError is an error of this transport: it matches both its
-// core/transport sentinel (if any) and the error it wraps.
-type opError struct {
-	op   string
-	kind error // a core/transport sentinel, or nil
-	err  error
-}
-
-func (e *opError) Error() string { return "quic: " + e.op + ": " + e.err.Error() }
-
-func (e *opError) Unwrap() []error {
-	if e.kind == nil {
-		return []error{e.err}
-	}
-	return []error{e.kind, e.err}
-}
-
-// Timeout reports whether the error is a timeout, as net.Error does.
-func (e *opError) Timeout() bool { return e.kind == transport.ErrTimeout }
-
-// Temporary is false: it is part of net.Error only for compatibility.
-func (e *opError) Temporary() bool { return false }
-
-var _ net.Error = (*opError)(nil)
-
-// wrapErr wraps err from operation op with the matching core/transport
-// sentinel. quic-go's connection errors all unwrap to net.ErrClosed, so the
+// wrapErr wraps err from operation op in a *transport.OpError with the
+// matching core/transport sentinel. quic-go's connection errors all unwrap to net.ErrClosed, so the
 // typed ones are told apart first: the peer's doing is ErrRefused, a
 // deadline or an idle connection ErrTimeout, and only our own closing
 // ErrClosed.
@@ -80,12 +55,12 @@ func wrapErr(op string, err error) error {
 	case errors.Is(err, net.ErrClosed):
 		kind = transport.ErrClosed
 	}
-	return &opError{op: op, kind: kind, err: err}
+	return &transport.OpError{Transport: Name, Op: op, Kind: kind, Err: err}
 }
 
 // closedErr is the error of I/O on a connection after its Close.
 func closedErr(op string) error {
-	return &opError{op: op, kind: transport.ErrClosed, err: net.ErrClosed}
+	return &transport.OpError{Transport: Name, Op: op, Kind: transport.ErrClosed, Err: net.ErrClosed}
 }
 
 // ctxErr reports why ctx ended: a deadline also wraps transport.ErrTimeout.

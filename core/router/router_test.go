@@ -250,3 +250,24 @@ func TestResumeExpired(t *testing.T) {
 		}
 	})
 }
+
+// TestFewPathsAtConnect gives the client six endpoints: it opens
+// MaxPaths paths, no more (some censors cap connections per client, and
+// the gateway closes paths beyond the limit), and none dies.
+func TestFewPathsAtConnect(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, _ := simEnv(t, 15, 6, 10*time.Millisecond, Config{}, Config{})
+		defer e.stop()
+		waitFor(t, "three paths", 5*time.Second, func() bool { return usable(e.client) == 3 })
+		transfer(t, t.Context(), e.client, e.gateway, 100, 100, time.Millisecond, nil)
+		time.Sleep(2 * time.Second)
+		st := e.client.Stats()
+		if st.Joins != 2 || len(st.Paths) != 3 {
+			var states []string
+			for _, p := range st.Paths {
+				states = append(states, p.Addr+" "+p.State.String())
+			}
+			t.Errorf("joins %d, paths %v; want 2 joins and 3 paths", st.Joins, states)
+		}
+	})
+}

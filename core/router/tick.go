@@ -236,9 +236,16 @@ func (s *Session) manage(now time.Time, at func(time.Time)) {
 	if s.closing || s.state != stateRunning {
 		return
 	}
+	// An endpoint is busy from its dial until its path dies: count those,
+	// so that dials still in progress count against MaxPaths too.
 	live := 0
 	for _, p := range s.paths {
-		if p.live() {
+		if p.live() && (p.dialer < 0 || p.dialer >= len(s.eps)) {
+			live++
+		}
+	}
+	for _, e := range s.eps {
+		if e.busy {
 			live++
 		}
 	}

@@ -253,7 +253,14 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, c
 	stopped := stop()
 	conn.SetReadDeadline(time.Time{})
 	if err != nil || !stopped {
-		log.Info("first message failed", "err", err, s.peerAttr(conn))
+		// A connection closed before its first byte is what a client's
+		// race of transports leaves behind at every connect (and what a
+		// port scan looks like): worth a debug line, not an info one.
+		level := slog.LevelInfo
+		if errors.Is(err, io.EOF) {
+			level = slog.LevelDebug
+		}
+		log.Log(ctx, level, "first message failed", "err", err, s.peerAttr(conn))
 		conn.Close()
 		return
 	}

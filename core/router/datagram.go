@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/commucat/commucat/core/fec"
@@ -71,37 +72,106 @@ type dgPath struct {
 	conn transport.DatagramConn
 	q    chan []byte // to the writer; full: dropped
 	max  int         // the largest record one datagram takes
+	send bool        // this side may send media as datagrams (not NoDatagrams)
 
-	next     uint32 // number of the last datagram queued
-	sent     uint64
-	recv     uint64 // datagrams received and opened
-	high     uint64 // highest number received, extended
-	reported uint64 // recv at the last report
-	ackRecv  uint64 // the peer's report the last sample ended at
-	ackHigh  uint64
-	loss     float64 // moving average of the peer's reported loss
-	lastSent time.Time
-	bad      uint64 // datagrams that did not open or were malformed
-	failed   bool   // the writer stopped: SendDatagram failed
+	next       uint32 // number of the last datagram queued
+	sent       uint64
+	recv       uint64 // distinct datagrams received and opened
+	high       uint64 // highest number received, extended
+	seen       [dgWindow / 64]uint64
+	reported   uint64    // recv at the last report
+	reportedAt time.Time // when a report last went out unasked
+	ackRecv    uint64    // the peer's report the last sample ended at
+	ackHigh    uint64
+	sampled    bool    // a loss sample was taken since the peer confirmed
+	loss       float64 // moving average of the peer's reported loss
+	confirmed  bool    // the peer reported datagrams it received
+	reportAt   time.Time
+	sentAt     uint64 // sent when the last report came (or the path was confirmed)
+	probeAt    time.Time
+	lastSent   time.Time
+	bad        uint64 // datagrams that did not open or were malformed
+	failed     bool   // the writer stopped: SendDatagram failed
 }
 
+// dgReportEvery is how often at most a receiver reports datagrams as
+// they arrive (it also reports with every pong).
+const dgReportEvery = 100 * time.Millisecond
+
+// dgWindow is how many datagram numbers below the highest a receiver
+// remembers, so that a replayed or duplicated datagram counts once.
+const dgWindow = 1024
+
 // newDgPath returns the datagram side of conn, or nil if conn carries no
-// datagrams big enough for a record or cfg turns them off.
+// datagrams big enough for a record. With cfg.NoDatagrams this side still
+// receives datagrams (and reports them) but sends none.
 func newDgPath(conn any, cfg Config) *dgPath {
 	dc, ok := conn.(transport.DatagramConn)
-	if !ok || cfg.NoDatagrams {
+	if !ok {
 		return nil
 	}
 	n := dc.MaxDatagramSize() - dgHeader - dgParityRoom
 	if n < dgMinRecord {
 		return nil
 	}
-	return &dgPath{conn: dc, q: make(chan []byte, dgQueue), max: n}
+	return &dgPath{conn: dc, q: make(chan []byte, dgQueue), max: n, send: !cfg.NoDatagrams}
 }
 
-// dgUsable reports whether unreliable frames may go as datagrams on p.
+// dgUsable reports whether unreliable frames may go as datagrams on p:
+// only once the peer has reported datagrams it received there (a peer
+// that does not read them, or a path that drops every one, never does).
+// A stalled path still may: its stream is held up (often behind its own
+// queue), but its datagrams are confirmed until the peer falls silent.
 func (p *path) dgUsable() bool {
-	return p.dg != nil && !p.dg.failed && p.usable()
+	return p.dg != nil && p.dg.send && p.dg.confirmed && !p.dg.failed &&
+		(p.state == PathActive || p.state == PathStalled)
+}
+
+// dgProbeEvery is how often a path whose datagrams are not confirmed gets
+// a probe datagram (a Padding frame) for the peer to report.
+const dgProbeEvery = time.Second
+
+// dgSilence is how long, beyond 4 RTT, the peer may leave datagrams
+// unreported before the path counts as losing them all.
+const dgSilence = time.Second
+
+// dgLossHalfLife is how fast the datagram loss of a path that carries
+// none decays, so that a path avoided for loss is tried again.
+const dgLossHalfLife = 10 * time.Second
+
+// tickDatagrams runs p's datagram timers: a probe while the peer has not
+// confirmed datagrams, total loss when it stopped reporting them, and
+// the decay of an idle path's loss. Called with s.mu held.
+func (s *Session) tickDatagrams(p *path, now time.Time, at func(time.Time)) {
+	d := p.dg
+	if d == nil || !d.send || d.failed || p.state != PathActive && p.state != PathStalled {
+		return
+	}
+	if !d.confirmed {
+		if now.Sub(d.probeAt) >= dgProbeEvery {
+			d.probeAt = now
+			pt, _ := frame.Append(nil, frame.Frame{Type: frame.Padding, Payload: []byte{0}})
+			if raw, ok := s.sealPlain(pt); ok {
+				s.queueDatagram(p, raw, now)
+			}
+		}
+		at(d.probeAt.Add(dgProbeEvery))
+		return
+	}
+	srtt, _ := p.rtt()
+	if d.sent-d.sentAt >= dgLossSample {
+		if dl := d.reportAt.Add(4*srtt + dgSilence); !now.Before(dl) {
+			s.log.Debug("datagrams unanswered", "path", p.id, "transport", p.ep.Transport)
+			d.loss, d.confirmed, d.sampled = 1, false, false
+			return
+		} else {
+			at(dl)
+		}
+	}
+	if d.loss > 0 && now.Sub(d.lastSent) > 2*time.Second {
+		d.loss *= math.Exp2(-float64(rateInterval) / float64(dgLossHalfLife))
+		at(now.Add(rateInterval))
+	}
 }
 
 // dgScore is p's score for datagrams: its score, worse with the loss its
@@ -143,11 +213,11 @@ func (s *Session) pickDatagram(class Scheduler) []*path {
 	return []*path{first}
 }
 
-// sendDatagrams sends the unreliable frames at the head of s.unsent as
-// one datagram record, if a datagram path can take them, and reports
-// whether it did. Called with s.mu held.
-func (s *Session) sendDatagrams(now time.Time) bool {
-	o := s.unsent[0]
+// sendDatagrams sends the unreliable frames from s.unsent[i] on as one
+// datagram record, if a datagram path can take them, and reports whether
+// it did (they are then gone from s.unsent). Called with s.mu held.
+func (s *Session) sendDatagrams(i int, now time.Time) bool {
+	o := s.unsent[i]
 	paths := s.pickDatagram(o.class)
 	if len(paths) == 0 {
 		return false
@@ -161,19 +231,19 @@ func (s *Session) sendDatagrams(now time.Time) bool {
 		return false
 	}
 	pt := append([]byte(nil), o.enc...)
-	i := 1
-	for ; i < len(s.unsent); i++ {
-		n := s.unsent[i]
+	j := i + 1
+	for ; j < len(s.unsent); j++ {
+		n := s.unsent[j]
 		if n.seq != 0 || n.class != o.class || len(pt)+len(n.enc) > budget {
 			break
 		}
 		pt = append(pt, n.enc...)
 	}
-	for _, x := range s.unsent[:i] {
+	for _, x := range s.unsent[i:j] {
 		x.queued = false
 	}
-	clear(s.unsent[:i])
-	s.unsent = s.unsent[i:]
+	s.unsent = slices.Delete(s.unsent, i, j)
+	n := j - i
 	raw, ok := s.sealPlain(pt)
 	if !ok {
 		return true
@@ -186,7 +256,7 @@ func (s *Session) sendDatagrams(now time.Time) bool {
 		}
 	}
 	if !sent {
-		s.st.dropped += uint64(i)
+		s.st.dropped += uint64(n)
 		return true
 	}
 	s.st.sched[o.class]++
@@ -194,6 +264,38 @@ func (s *Session) sendDatagrams(now time.Time) bool {
 		s.dgFECAdd(raw, paths[0], now)
 	}
 	return true
+}
+
+// maxUnreliableWaiting bounds the unreliable frames waiting behind a
+// reliable frame no path has room for; the oldest beyond it are dropped
+// (media that late is useless).
+const maxUnreliableWaiting = 256
+
+// sendUnreliableBehind sends, as datagrams, the unreliable frames waiting
+// behind s.unsent[0], which no path has room for: they need no order.
+// It drops the oldest of those it cannot send beyond maxUnreliableWaiting.
+// Called with s.mu held.
+func (s *Session) sendUnreliableBehind(now time.Time) {
+	waiting := 0
+	for i := 1; i < len(s.unsent); {
+		if o := s.unsent[i]; o.seq == 0 {
+			if s.sendDatagrams(i, now) {
+				continue
+			}
+			waiting++
+		}
+		i++
+	}
+	for i := 1; waiting > maxUnreliableWaiting && i < len(s.unsent); {
+		if o := s.unsent[i]; o.seq == 0 {
+			o.queued = false
+			s.unsent = slices.Delete(s.unsent, i, i+1)
+			s.st.dropped++
+			waiting--
+			continue
+		}
+		i++
+	}
 }
 
 // queueDatagram numbers raw for p and hands it to p's datagram writer;
@@ -295,20 +397,52 @@ func (s *Session) onDatagram(p *path, b []byte, ptbuf *[]byte) error {
 	p.recordsRecv.Add(1)
 	p.bytesRecv.Add(uint64(len(b)))
 	counted := func() {
-		d.high = max(d.high, num)
-		d.recv = min(d.recv+1, d.high)
-		s.st.dgRecv++
+		if d.count(num) {
+			s.st.dgRecv++
+		}
 	}
 	err := s.handleRecord(p, rec, ptbuf, counted)
+	now := time.Now()
+	if err == nil && p.live() && now.Sub(d.reportedAt) >= dgReportEvery {
+		// Report at once rather than with the next pong: the sender
+		// waits for a first report before it sends media here, and the
+		// pong may be stuck behind its own stream's queue.
+		if f, ok := p.dgAck(); ok {
+			d.reportedAt = now
+			s.sendControl(p, f)
+		}
+	}
 	switch {
 	case err == nil:
-		s.pump(time.Now())
+		s.pump(now)
 	case s.ended():
 		return err
 	default:
 		d.bad++
 	}
 	return nil
+}
+
+// count records that datagram num arrived and reports whether it is new:
+// a number seen before, older than the window, or implausibly far ahead
+// (more than dgWindow times 64 above the highest) counts nothing.
+func (d *dgPath) count(num uint64) bool {
+	switch {
+	case num == 0 || num+dgWindow <= d.high || num > d.high+64*dgWindow && d.high > 0:
+		return false
+	case num > d.high:
+		for n := d.high + 1; n <= num && n <= d.high+dgWindow; n++ {
+			d.seen[n/64%uint64(len(d.seen))] &^= 1 << (n % 64)
+		}
+		d.high = num
+	}
+	w, bit := &d.seen[num/64%uint64(len(d.seen))], uint64(1)<<(num%64)
+	if *w&bit != 0 {
+		return false
+	}
+	*w |= bit
+	d.recv = min(d.recv+1, d.high)
+	return true
 }
 
 // dgAck returns the report of p's received datagrams if it changed since
@@ -331,13 +465,21 @@ func (p *path) onDatagramAck(a frame.DatagramAckPayload) {
 	if d == nil || a.Highest > uint64(d.sent) || a.Highest < d.ackHigh || a.Received < d.ackRecv {
 		return // not ours, or older than the last sample
 	}
+	d.reportAt, d.sentAt = time.Now(), d.sent
+	if !d.confirmed {
+		// The peer reads this path's datagrams: media may use it. Loss
+		// is measured afresh from this report on.
+		d.confirmed, d.sampled = true, false
+		d.ackHigh, d.ackRecv = a.Highest, a.Received
+		return
+	}
 	dh, dr := a.Highest-d.ackHigh, a.Received-d.ackRecv
 	if dh < dgLossSample {
 		return
 	}
 	sample := 1 - float64(min(dr, dh))/float64(dh)
-	if d.ackHigh == 0 {
-		d.loss = sample // the first sample replaces the initial zero
+	if !d.sampled {
+		d.loss, d.sampled = sample, true // the first sample replaces the estimate
 	} else {
 		d.loss += dgLossAlpha * (sample - d.loss)
 	}
@@ -349,6 +491,12 @@ func (p *path) onDatagramAck(a frame.DatagramAckPayload) {
 // parity only while p shows loss (or with FECAlways). Called with s.mu
 // held.
 func (s *Session) dgFECAdd(raw []byte, p *path, now time.Time) {
+	if d, ok := s.dgEnc.Deadline(); ok && !now.Before(d) {
+		// A block past its time closes before raw opens the next, which
+		// chooses its parity afresh.
+		s.noteDgBlock(s.dgEnc.Pending())
+		s.sendDgParity(s.dgEnc.Flush(nil), now)
+	}
 	if s.dgEnc.Pending() == 0 {
 		m := s.dgFECParity(p)
 		if m == 0 {
@@ -358,6 +506,7 @@ func (s *Session) dgFECAdd(raw []byte, p *path, now time.Time) {
 			return
 		}
 		s.dgFECPath = p
+		s.wakeup() // the timer loop closes the block at its deadline
 	}
 	before := s.dgEnc.Pending()
 	parity, err := s.dgEnc.Add(nil, raw)

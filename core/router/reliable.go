@@ -118,7 +118,14 @@ func (s *Session) lookup(seq uint64) *out {
 // held.
 func (s *Session) pump(now time.Time) {
 	if !s.hasUsable() {
-		// Unreliable frames are not kept for a path that may come back.
+		// Unreliable frames are not kept for a path that may come back;
+		// a stalled path may still take them as datagrams.
+		for i := 0; i < len(s.unsent); {
+			if s.unsent[i].seq == 0 && s.sendDatagrams(i, now) {
+				continue
+			}
+			i++
+		}
 		kept := s.unsent[:0]
 		for _, o := range s.unsent {
 			if o.seq == 0 {
@@ -138,12 +145,13 @@ func (s *Session) pump(now time.Time) {
 			s.unsent = s.unsent[1:]
 			continue
 		}
-		if o.seq == 0 && s.sendDatagrams(now) {
+		if o.seq == 0 && s.sendDatagrams(0, now) {
 			continue
 		}
 		class, avoid := s.sendClass(o)
 		paths := s.pick(class, len(o.enc), avoid)
 		if len(paths) == 0 {
+			s.sendUnreliableBehind(now)
 			break
 		}
 		batch := []*out{o}

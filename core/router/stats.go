@@ -78,7 +78,8 @@ type PathStats struct {
 	RecordsSent, RecordsReceived, BytesSent, BytesReceived uint64
 	// Best, Redundant and Spread count records each scheduler put here.
 	ScheduledBest, ScheduledRedundant, ScheduledSpread uint64
-	// Datagrams reports whether the path carries datagrams.
+	// Datagrams reports whether unreliable frames go as datagrams on the
+	// path: this side sends them, and the peer confirmed it reads them.
 	Datagrams bool
 	// DatagramsSent and DatagramsReceived count its datagrams;
 	// DatagramsMissing is how many numbers below the highest received
@@ -126,7 +127,7 @@ func (s *Session) Stats() Stats {
 			ps.SRTT, ps.RTTVar = p.srtt, p.rttvar
 		}
 		if d := p.dg; d != nil {
-			ps.Datagrams = !d.failed
+			ps.Datagrams = d.send && d.confirmed && !d.failed
 			ps.DatagramsSent, ps.DatagramsReceived = d.sent, d.recv
 			ps.DatagramsMissing, ps.DatagramLoss = d.high-d.recv, d.loss
 		}

@@ -181,6 +181,7 @@ func (s *Session) tickPath(p *path, now time.Time, at func(time.Time)) {
 		}
 		at(dl)
 	}
+	s.tickDatagrams(p, now, at)
 	interval := s.cfg.KeepAlive
 	busy := !p.lastData.IsZero() && now.Sub(p.lastData) < 2*time.Second ||
 		p.dg != nil && !p.dg.lastSent.IsZero() && now.Sub(p.dg.lastSent) < 2*time.Second

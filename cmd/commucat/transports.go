@@ -160,31 +160,25 @@ func prepareCover(dir string, cfg *configs.Gateway, log *slog.Logger) (*coverSit
 			return nil, fmt.Errorf("config: decoy.site: %w", err)
 		}
 	}
+	var cover *coverSite
 	for i := range cfg.Listen {
 		l := &cfg.Listen[i]
-		shows := l.Transport == websocket.Name && l.Params["site"] == "" || l.Transport == reality.Name && l.Params["dest"] == ""
-		if !shows {
+		ws, rl := l.Transport == websocket.Name && l.Params["site"] == "", l.Transport == reality.Name && l.Params["dest"] == ""
+		if !ws && !rl {
 			continue
-		}
-		if l.Transport == websocket.Name && cfg.Decoy.Site != "" {
-			if l.Params == nil {
-				l.Params = map[string]string{}
-			}
-			l.Params["site"] = cfg.Decoy.Site
 		}
 		if cfg.Decoy.Site == "" && !loopbackAddr(l.Address) {
 			log.Warn("this endpoint shows the embedded decoy blog, the same on every gateway that does: set decoy.site to a site of your own (or reality's dest to a real site)",
 				"transport", l.Transport)
 		}
-	}
-	var cover *coverSite
-	for i := range cfg.Listen {
-		l := &cfg.Listen[i]
-		if l.Transport != reality.Name || l.Params["dest"] != "" {
-			continue
-		}
 		if l.Params == nil {
 			l.Params = map[string]string{}
+		}
+		if ws {
+			if cfg.Decoy.Site != "" {
+				l.Params["site"] = cfg.Decoy.Site
+			}
+			continue
 		}
 		if l.Params["sni"] == "" {
 			l.Params["sni"] = defaultCoverSNI

@@ -90,8 +90,9 @@ type dgPath struct {
 	sentAt     uint64 // sent when the last report came (or the path was confirmed)
 	probeAt    time.Time
 	lastSent   time.Time
-	bad        uint64 // datagrams that did not open or were malformed
-	failed     bool   // the writer stopped: SendDatagram failed
+	decayedAt  time.Time // when the idle path's loss last decayed, or zero
+	bad        uint64    // datagrams that did not open or were malformed
+	failed     bool      // the writer stopped: SendDatagram failed
 }
 
 // dgReportEvery is how often at most a receiver reports datagrams as
@@ -160,17 +161,24 @@ func (s *Session) tickDatagrams(p *path, now time.Time, at func(time.Time)) {
 	}
 	srtt, _ := p.rtt()
 	if d.sent-d.sentAt >= dgLossSample {
-		if dl := d.reportAt.Add(4*srtt + dgSilence); !now.Before(dl) {
+		dl := d.reportAt.Add(4*srtt + dgSilence)
+		if !now.Before(dl) {
 			s.log.Debug("datagrams unanswered", "path", p.id, "transport", p.ep.Transport)
 			d.loss, d.confirmed, d.sampled = 1, false, false
 			return
-		} else {
-			at(dl)
 		}
+		at(dl)
 	}
+	// The decay follows the time since the last tick that decayed, not
+	// the number of ticks (which come as often as the session has work).
 	if d.loss > 0 && now.Sub(d.lastSent) > 2*time.Second {
-		d.loss *= math.Exp2(-float64(rateInterval) / float64(dgLossHalfLife))
+		if !d.decayedAt.IsZero() {
+			d.loss *= math.Exp2(-float64(now.Sub(d.decayedAt)) / float64(dgLossHalfLife))
+		}
+		d.decayedAt = now
 		at(now.Add(rateInterval))
+	} else {
+		d.decayedAt = time.Time{}
 	}
 }
 
@@ -276,16 +284,7 @@ const maxUnreliableWaiting = 256
 // It drops the oldest of those it cannot send beyond maxUnreliableWaiting.
 // Called with s.mu held.
 func (s *Session) sendUnreliableBehind(now time.Time) {
-	waiting := 0
-	for i := 1; i < len(s.unsent); {
-		if o := s.unsent[i]; o.seq == 0 {
-			if s.sendDatagrams(i, now) {
-				continue
-			}
-			waiting++
-		}
-		i++
-	}
+	waiting := s.sendUnreliable(1, now)
 	for i := 1; waiting > maxUnreliableWaiting && i < len(s.unsent); {
 		if o := s.unsent[i]; o.seq == 0 {
 			o.queued = false
@@ -296,6 +295,22 @@ func (s *Session) sendUnreliableBehind(now time.Time) {
 		}
 		i++
 	}
+}
+
+// sendUnreliable sends, as datagrams, the unreliable frames of s.unsent
+// from index from on (they need no order), and returns how many of them
+// it could not send. Called with s.mu held.
+func (s *Session) sendUnreliable(from int, now time.Time) (waiting int) {
+	for i := from; i < len(s.unsent); {
+		if o := s.unsent[i]; o.seq == 0 {
+			if s.sendDatagrams(i, now) {
+				continue
+			}
+			waiting++
+		}
+		i++
+	}
+	return waiting
 }
 
 // queueDatagram numbers raw for p and hands it to p's datagram writer;

@@ -120,12 +120,7 @@ func (s *Session) pump(now time.Time) {
 	if !s.hasUsable() {
 		// Unreliable frames are not kept for a path that may come back;
 		// a stalled path may still take them as datagrams.
-		for i := 0; i < len(s.unsent); {
-			if s.unsent[i].seq == 0 && s.sendDatagrams(i, now) {
-				continue
-			}
-			i++
-		}
+		s.sendUnreliable(0, now)
 		kept := s.unsent[:0]
 		for _, o := range s.unsent {
 			if o.seq == 0 {

@@ -159,5 +159,6 @@ func Serve(p Plugin) {
 		fmt.Fprintf(stderr, "%s%s is a CommuCat transport plugin: put it into a plugins folder and the commucat binary runs it.\n", proto.BinaryPrefix, p.Name)
 		os.Exit(1)
 	}
+	tuneGC(os.Getenv)
 	os.Exit(serve(p, log))
 }

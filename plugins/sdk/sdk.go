@@ -23,6 +23,10 @@
 // transport whose connections carry datagrams (Plugin.Datagram) gets a
 // second, SOCK_SEQPACKET socket per connection, one datagram per record.
 //
+// Serve sets the garbage collector for a small data-plane process (GOGC
+// 400 under a 512 MiB limit) unless the environment sets GOGC or
+// GOMEMLIMIT.
+//
 // Logs go to the process's standard error as JSON lines that the host
 // re-logs under the plugin's name; NewLogger returns a logger that writes
 // them. Standard output belongs to the handshake: do not write to it.

@@ -1,8 +1,8 @@
 package quic
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,8 +19,9 @@ var pastDeadline = time.Unix(1, 0)
 
 // conn is one QUIC connection carrying one bidirectional stream. It
 // implements net.Conn, CloseWrite and transport.DatagramConn, and is safe
-// for concurrent use as net.Conn requires. Its watcher goroutine, owned by
-// the Transport, lives until the QUIC connection ends.
+// for concurrent use as net.Conn requires. Its two goroutines, the
+// watcher and the datagram sender, owned by the Transport, live until the
+// QUIC connection ends.
 type conn struct {
 	t   *Transport
 	qc  *quicgo.Conn
@@ -36,7 +37,13 @@ type conn struct {
 	linger      *time.Timer // aborts the connection if the peer does not close
 
 	onEnd func() // run by the watcher when the connection has ended; may be nil
+
+	dq chan []byte // datagrams for sendDatagrams, at most dgQueue
 }
+
+// dgQueue bounds the datagrams a connection holds beyond quic-go's own
+// send queue (32).
+const dgQueue = 64
 
 var (
 	_ net.Conn               = (*conn)(nil)
@@ -143,8 +150,7 @@ func (c *conn) abort() {
 }
 
 // watch waits for the peer's close notice until the QUIC connection ends.
-// When both sides have closed it ends the connection. It is the conn's only
-// goroutine.
+// When both sides have closed it ends the connection.
 func (c *conn) watch() {
 	defer c.t.wg.Done()
 	defer c.t.forget(c)
@@ -188,8 +194,10 @@ func (c *conn) SetReadDeadline(t time.Time) error { return c.str.SetReadDeadline
 func (c *conn) SetWriteDeadline(t time.Time) error { return c.str.SetWriteDeadline(t) }
 
 // SendDatagram sends b in one QUIC DATAGRAM frame. It fails with
-// transport.ErrTooLarge above MaxDatagramSize. Delivery is not guaranteed;
-// when quic-go's send queue is full, it waits for room.
+// transport.ErrTooLarge above MaxDatagramSize. Delivery is not guaranteed:
+// it never waits, and when the connection already holds dgQueue datagrams
+// that quic-go could not send yet, b is dropped, as a full network queue
+// drops.
 func (c *conn) SendDatagram(b []byte) error {
 	if len(b) > MaxDatagramSize {
 		return &transport.OpError{Transport: Name, Op: "send datagram", Kind: transport.ErrTooLarge, Err: fmt.Errorf("datagram of %d bytes exceeds %d", len(b), MaxDatagramSize)}
@@ -197,14 +205,34 @@ func (c *conn) SendDatagram(b []byte) error {
 	if c.isLocalClosed() {
 		return closedErr("send datagram")
 	}
-	if err := c.qc.SendDatagram(b); err != nil {
-		var tooLarge *quicgo.DatagramTooLargeError
-		if errors.As(err, &tooLarge) {
-			return &transport.OpError{Transport: Name, Op: "send datagram", Kind: transport.ErrTooLarge, Err: err}
-		}
-		return wrapErr("send datagram", err)
+	if ctx := c.qc.Context(); ctx.Err() != nil {
+		return wrapErr("send datagram", context.Cause(ctx))
+	}
+	select {
+	case c.dq <- bytes.Clone(b):
+	default:
 	}
 	return nil
+}
+
+// sendDatagrams hands the queued datagrams to quic-go until the QUIC
+// connection ends. quic-go's SendDatagram waits while its own queue is
+// full, which on a path that carries nothing lasts until the connection
+// ends (after Config.Linger, once closed): this goroutine waits there,
+// not the caller of SendDatagram.
+func (c *conn) sendDatagrams() {
+	defer c.t.wg.Done()
+	done := c.qc.Context().Done()
+	for {
+		select {
+		case b := <-c.dq:
+			// Too large for the path's current estimate, or the
+			// connection ended: lost either way, as datagrams may be.
+			c.qc.SendDatagram(b) //nolint:errcheck // see above
+		case <-done:
+			return
+		}
+	}
 }
 
 // ReceiveDatagram waits for the next datagram, until ctx ends or the

@@ -485,7 +485,7 @@ func (t *Transport) isClosed() bool {
 // connection has ended. It reports false, having aborted the connection and
 // run onEnd, if the transport is closed.
 func (t *Transport) newConn(qc *quicgo.Conn, str *quicgo.Stream, onEnd func()) (*conn, bool) {
-	c := &conn{t: t, qc: qc, str: str, onEnd: onEnd}
+	c := &conn{t: t, qc: qc, str: str, onEnd: onEnd, dq: make(chan []byte, dgQueue)}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -496,9 +496,10 @@ func (t *Transport) newConn(qc *quicgo.Conn, str *quicgo.Stream, onEnd func()) (
 		return nil, false
 	}
 	t.conns[c] = struct{}{}
-	t.wg.Add(1)
+	t.wg.Add(2)
 	t.mu.Unlock()
 	go c.watch()
+	go c.sendDatagrams()
 	return c, true
 }
 

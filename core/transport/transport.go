@@ -8,6 +8,11 @@
 // an ordered, reliable byte stream. A connection that can also carry
 // unreliable datagrams (QUIC DATAGRAM, KCP over UDP) additionally implements
 // DatagramConn, found by a type assertion.
+//
+// Beside the contract, it holds what the transports share: OpError and
+// WrapError for their errors, Deadline for connections that keep their
+// own read deadline, and HandshakeListener for servers that run a
+// handshake on every connection they accept.
 package transport
 
 import (

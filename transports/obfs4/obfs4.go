@@ -405,7 +405,27 @@ func (t *Transport) Listen(ctx context.Context, addr string) (transport.Listener
 		}
 		return nil, wrapErr(op, err)
 	}
-	return newListener(t, l.(*net.TCPListener), t.maxHandshakes), nil
+	return transport.NewHandshakeListener(l, transport.HandshakeConfig{
+		Transport:     Name,
+		Handshake:     t.acceptHandshake,
+		MaxHandshakes: t.maxHandshakes,
+		QueueLen:      readyQueueLen,
+	}), nil
+}
+
+// acceptHandshake is the listener's handshake. The library keeps its own
+// time (it sets raw's deadlines), so the listener has no Timeout: it
+// closes raw only when it closes itself, which also cuts short the close
+// delay of a failed handshake.
+func (t *Transport) acceptHandshake(_ context.Context, raw net.Conn) (net.Conn, error) {
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tc.SetNoDelay(true) //nolint:errcheck // a broken connection fails the handshake
+	}
+	c, err := t.serverHandshake(raw)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // serverHandshake runs the server handshake on raw. On failure the library

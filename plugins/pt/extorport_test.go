@@ -304,3 +304,53 @@ func TestServerExtORPortEnv(t *testing.T) {
 		t.Errorf("cookie file: %q, %v", b, err)
 	}
 }
+
+// TestServerExtORPortExit checks that, with Extended ORPort, an Accept
+// waiting while the PT exits on its own returns ErrExited, and that Close
+// interrupts a handshake still in progress.
+func TestServerExtORPortExit(t *testing.T) {
+	cfg, _ := fakeConfig(t, "server")
+	cfg.ExtORPort = true
+	srv, _, err := cfg.ServerFactory()(nil, t.TempDir())
+	if err != nil {
+		t.Fatalf("ServerFactory: %v", err)
+	}
+	ln, err := srv.Listen(t.Context(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l := ln.(*listener)
+	stalled, err := net.Dial("tcp", l.or.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	offer := make([]byte, 2)
+	if _, err := io.ReadFull(stalled, offer); err != nil {
+		t.Fatalf("reading the auth types: %v", err)
+	}
+
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := ln.Accept(t.Context())
+		accepted <- err
+	}()
+	l.p.cmd.Process.Kill()
+	if err := <-accepted; !errors.Is(err, ErrExited) {
+		t.Errorf("Accept as the PT died: %v; want ErrExited", err)
+	}
+	if _, err := ln.Accept(t.Context()); !errors.Is(err, ErrExited) {
+		t.Errorf("Accept after the PT died: %v; want ErrExited", err)
+	}
+
+	if err := ln.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if b, err := io.ReadAll(stalled); len(b) > 0 || err != nil {
+		t.Errorf("the stalled handshake after Close: read %x, %v; want EOF", b, err)
+	}
+	if _, err := ln.Accept(t.Context()); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Accept after Close: %v; want ErrClosed", err)
+	}
+}

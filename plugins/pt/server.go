@@ -148,9 +148,6 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 			return nil, err
 		}
 		l.cookie = cookie
-		l.hs = make(chan struct{}, maxExtHandshakes)
-		l.ready = make(chan net.Conn, extReadyLen)
-		l.inflight = make(map[net.Conn]struct{})
 		env = append(env,
 			"TOR_PT_EXTENDED_SERVER_PORT="+or.Addr().String(),
 			"TOR_PT_AUTH_COOKIE_FILE="+path)
@@ -177,7 +174,14 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 	l.p, l.addr = p, net.TCPAddrFromAddrPort(pub)
 	s.setParams(m.args)
 	if l.cookie != nil {
-		l.wg.Go(l.acceptLoop)
+		l.ext = transport.NewHandshakeListener(l.or, transport.HandshakeConfig{
+			Transport:     "pt",
+			Handshake:     l.extHandshake,
+			MaxHandshakes: maxExtHandshakes,
+			QueueLen:      extReadyLen,
+			Timeout:       extHandshakeTimeout,
+			Logger:        l.log,
+		})
 	}
 	return l, nil
 }
@@ -210,10 +214,8 @@ const (
 // With plain ORPort, Accept is made ctx-aware without a goroutine of its
 // own, as transports/tcp's is: one Accept at a time waits in the kernel,
 // and a ctx that ends moves the listener's deadline into the past to wake
-// it. With Extended ORPort, one goroutine accepts and starts a goroutine
-// per handshake, all owned by the listener and ended by Close; a slot of
-// hs is held from a connection's accept until its handshake has failed or
-// it is queued in ready.
+// it. With Extended ORPort, a transport.HandshakeListener over the same
+// loopback listener runs the handshakes and queues the connections.
 type listener struct {
 	method string
 	log    *slog.Logger
@@ -224,13 +226,8 @@ type listener struct {
 	done   chan struct{} // closed by Close
 	dead   chan struct{} // closed when the PT exits on its own
 
-	cookie   []byte        // Extended ORPort cookie; nil for plain ORPort
-	hs       chan struct{} // slots for handshakes in flight
-	ready    chan net.Conn // handshaken connections waiting for Accept
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	closed   bool
-	inflight map[net.Conn]struct{} // connections in a handshake
+	cookie []byte                       // Extended ORPort cookie; nil for plain ORPort
+	ext    *transport.HandshakeListener // over or with Extended ORPort; else nil
 
 	deadOnce  sync.Once
 	exitErr   error // the PT's exit, written before dead is closed
@@ -252,7 +249,7 @@ func (l *listener) exited(err error) {
 // transport.ErrTimeout for a deadline); once the PT has exited on its
 // own, one wrapping ErrExited. Concurrent calls are served one at a time.
 func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
-	if l.cookie != nil {
+	if l.ext != nil {
 		return l.acceptExt(ctx)
 	}
 	select {
@@ -313,112 +310,40 @@ func (l *listener) acceptOnce(ctx context.Context) (*net.TCPConn, error) {
 }
 
 // acceptExt is Accept with Extended ORPort: it takes the next handshaken
-// connection from the queue.
+// connection from ext. When the PT exits, exited closes or, which ends
+// ext's accepting and wakes it.
 func (l *listener) acceptExt(ctx context.Context) (net.Conn, error) {
+	c, err := l.ext.Accept(ctx)
 	switch {
+	case err == nil:
+		return c, nil
 	case isDone(l.done):
 		return nil, l.closedErr()
+	case isDone(l.dead):
+		return nil, l.deadErr()
 	case ctx.Err() != nil:
 		return nil, ctxErr("accept", ctx)
 	}
-	select {
-	case c := <-l.ready:
-		return c, nil
-	case <-l.done:
-		return nil, l.closedErr()
-	case <-l.dead:
-		return nil, l.deadErr()
-	case <-ctx.Done():
-		return nil, ctxErr("accept", ctx)
-	}
+	return nil, err
 }
 
-// Accept backoff after an accept error such as running out of file
-// descriptors.
-const (
-	minBackoff = 5 * time.Millisecond
-	maxBackoff = time.Second
-)
-
-// acceptLoop accepts the PT's connections while a handshake slot is free
-// and starts their handshakes, until Close or the PT's exit.
-func (l *listener) acceptLoop() {
-	backoff := minBackoff
-	for {
-		select {
-		case l.hs <- struct{}{}:
-		case <-l.done:
-			return
-		}
-		raw, err := l.or.AcceptTCP()
-		if err != nil {
-			<-l.hs
-			if isDone(l.done) || isDone(l.dead) || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			l.log.Warn("pt: accept on the Extended ORPort listener", "err", err)
-			timer := time.NewTimer(backoff)
-			select {
-			case <-timer.C:
-			case <-l.done:
-				timer.Stop()
-				return
-			}
-			backoff = min(2*backoff, maxBackoff)
-			continue
-		}
-		backoff = minBackoff
-		if !l.track(raw) {
-			raw.Close()
-			<-l.hs
-			return
-		}
-		l.wg.Go(func() { l.handshake(raw) })
-	}
-}
-
-// handshake runs the Extended ORPort handshake on raw and queues the
-// connection for Accept. It gives back raw's slot when it returns.
-func (l *listener) handshake(raw *net.TCPConn) {
-	defer func() { <-l.hs }()
-	raw.SetDeadline(time.Now().Add(extHandshakeTimeout)) //nolint:errcheck // a broken connection fails the handshake
+// extHandshake runs the Extended ORPort handshake on raw, a connection to
+// the loopback listener, for ext, which closes raw when the handshake
+// fails or times out.
+func (l *listener) extHandshake(ctx context.Context, raw net.Conn) (net.Conn, error) {
 	meta, err := extServerHandshake(raw, l.cookie)
-	l.untrack(raw)
-	if err == nil {
-		err = raw.SetDeadline(time.Time{})
-	}
 	if err != nil {
-		raw.Close()
+		if ctx.Err() != nil { // ext closed raw: the timeout, or Close
+			err = fmt.Errorf("%w: %w", errExtOR, ctx.Err())
+		}
 		l.log.Warn("pt: dropped a connection to the Extended ORPort listener", "err", err)
-		return
+		return nil, err
 	}
 	c := &conn{Conn: raw}
 	if a := meta.addr(); a != nil {
 		c.remote = a
 	}
-	select {
-	case l.ready <- c:
-	case <-l.done:
-		c.Close()
-	}
-}
-
-// track records raw as being handshaken, so that Close can interrupt it.
-// It reports false once the listener is closed.
-func (l *listener) track(raw net.Conn) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return false
-	}
-	l.inflight[raw] = struct{}{}
-	return true
-}
-
-func (l *listener) untrack(raw net.Conn) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.inflight, raw)
+	return c, nil
 }
 
 // Close stops the listener and its PT (see the package doc): a pending
@@ -429,23 +354,12 @@ func (l *listener) untrack(raw net.Conn) {
 func (l *listener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
-		l.or.Close()
-		l.mu.Lock()
-		l.closed = true
-		for raw := range l.inflight {
-			raw.Close()
+		if l.ext != nil {
+			l.ext.Close() //nolint:errcheck // or may be closed already, by exited
+		} else {
+			l.or.Close()
 		}
-		l.mu.Unlock()
 		l.p.stop()
-		l.wg.Wait()
-		for {
-			select {
-			case c := <-l.ready:
-				c.Close()
-			default:
-				return
-			}
-		}
 	})
 	return nil
 }

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/cryptobyte"
+	"github.com/commucat/commucat/internal/tlshello"
 )
 
 // TLS extension numbers the parser reads.
@@ -69,50 +69,15 @@ func badHello(format string, args ...any) error {
 // strictly; other extensions are only framed. Errors wrap
 // ErrNotClientHello. It never panics.
 func ParseClientHello(msg []byte) (*ClientHello, error) {
-	in := cryptobyte.String(msg)
-	var typ uint8
-	var body cryptobyte.String
-	if !in.ReadUint8(&typ) || typ != handshakeClientHello {
-		return nil, badHello("handshake type")
+	p, err := tlshello.Parse(msg)
+	if err != nil {
+		return nil, fmt.Errorf("censor: clienthello: %w: %w", err, ErrNotClientHello)
 	}
-	if !in.ReadUint24LengthPrefixed(&body) || !in.Empty() {
-		return nil, badHello("handshake length")
+	h := &ClientHello{Version: p.Version, CipherSuites: p.CipherSuites}
+	if p.HasExtensions {
+		h.Extensions = make([]uint16, 0, 24)
 	}
-	h := new(ClientHello)
-	var sessionID, suites, compression cryptobyte.String
-	if !body.ReadUint16(&h.Version) || !body.Skip(32) ||
-		!body.ReadUint8LengthPrefixed(&sessionID) || len(sessionID) > 32 {
-		return nil, badHello("version, random or session id")
-	}
-	if !body.ReadUint16LengthPrefixed(&suites) || len(suites) == 0 || len(suites)%2 != 0 {
-		return nil, badHello("cipher suites")
-	}
-	h.CipherSuites = make([]uint16, 0, len(suites)/2)
-	for !suites.Empty() {
-		var c uint16
-		suites.ReadUint16(&c)
-		h.CipherSuites = append(h.CipherSuites, c)
-	}
-	if !body.ReadUint8LengthPrefixed(&compression) || len(compression) == 0 {
-		return nil, badHello("compression methods")
-	}
-	if body.Empty() {
-		return h, nil
-	}
-	var exts cryptobyte.String
-	if !body.ReadUint16LengthPrefixed(&exts) || !body.Empty() {
-		return nil, badHello("extensions block")
-	}
-	h.Extensions = make([]uint16, 0, 24)
-	for !exts.Empty() {
-		var typ uint16
-		var data cryptobyte.String
-		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
-			return nil, badHello("extension framing")
-		}
-		if slices.Contains(h.Extensions, typ) {
-			return nil, badHello("duplicate extension %d", typ)
-		}
+	for typ, data := range p.Extensions() {
 		h.Extensions = append(h.Extensions, typ)
 		if err := h.parseExtension(typ, data); err != nil {
 			return nil, err
@@ -121,85 +86,44 @@ func ParseClientHello(msg []byte) (*ClientHello, error) {
 	return h, nil
 }
 
-// parseExtension fills the fields that come from extension typ.
-func (h *ClientHello) parseExtension(typ uint16, data cryptobyte.String) error {
+// parseExtension fills the fields that come from extension typ. A censor
+// takes what it finds: empty lists and names pass.
+func (h *ClientHello) parseExtension(typ uint16, data []byte) error {
+	var ok bool
 	switch typ {
 	case extServerName:
 		h.HasServerName = true
-		var list cryptobyte.String
-		if !data.ReadUint16LengthPrefixed(&list) || !data.Empty() {
+		var names []tlshello.ServerName
+		if names, ok = tlshello.ServerNames(data); !ok {
 			return badHello("server_name")
 		}
-		for !list.Empty() {
-			var nameType uint8
-			var name cryptobyte.String
-			if !list.ReadUint8(&nameType) || !list.ReadUint16LengthPrefixed(&name) {
-				return badHello("server_name entry")
-			}
-			if nameType == 0 && h.ServerName == "" {
-				h.ServerName = string(name)
+		for _, n := range names {
+			if n.Type == 0 && h.ServerName == "" {
+				h.ServerName = n.Name
 			}
 		}
 	case extALPN:
-		var list cryptobyte.String
-		if !data.ReadUint16LengthPrefixed(&list) || !data.Empty() {
+		if h.ALPN, ok = tlshello.ALPN(data); !ok {
 			return badHello("alpn")
 		}
-		for !list.Empty() {
-			var proto cryptobyte.String
-			if !list.ReadUint8LengthPrefixed(&proto) {
-				return badHello("alpn protocol")
-			}
-			h.ALPN = append(h.ALPN, string(proto))
-		}
 	case extSupportedGrps:
-		v, ok := readUint16List(&data, false)
-		if !ok {
+		if h.SupportedGroups, ok = tlshello.Uint16List(data, false); !ok {
 			return badHello("supported_groups")
 		}
-		h.SupportedGroups = v
 	case extSigAlgs:
-		v, ok := readUint16List(&data, false)
-		if !ok {
+		if h.SignatureAlgorithms, ok = tlshello.Uint16List(data, false); !ok {
 			return badHello("signature_algorithms")
 		}
-		h.SignatureAlgorithms = v
 	case extSupportedVers:
-		v, ok := readUint16List(&data, true)
-		if !ok {
+		if h.SupportedVersions, ok = tlshello.Uint16List(data, true); !ok {
 			return badHello("supported_versions")
 		}
-		h.SupportedVersions = v
 	case extECPointFormats:
-		var list cryptobyte.String
-		if !data.ReadUint8LengthPrefixed(&list) || !data.Empty() {
+		if h.ECPointFormats, ok = tlshello.ECPointFormats(data); !ok {
 			return badHello("ec_point_formats")
 		}
-		h.ECPointFormats = slices.Clone([]uint8(list))
 	}
 	return nil
-}
-
-// readUint16List reads a length-prefixed list of uint16 that fills the
-// extension data; the prefix is one byte if short.
-func readUint16List(data *cryptobyte.String, short bool) ([]uint16, bool) {
-	var list cryptobyte.String
-	var ok bool
-	if short {
-		ok = data.ReadUint8LengthPrefixed(&list)
-	} else {
-		ok = data.ReadUint16LengthPrefixed(&list)
-	}
-	if !ok || !data.Empty() || len(list)%2 != 0 {
-		return nil, false
-	}
-	out := make([]uint16, 0, len(list)/2)
-	for !list.Empty() {
-		var v uint16
-		list.ReadUint16(&v)
-		out = append(out, v)
-	}
-	return out, true
 }
 
 // JA3 returns the JA3 string of h (Althouse et al., Salesforce, 2017):

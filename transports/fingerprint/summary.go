@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"slices"
 
-	"golang.org/x/crypto/cryptobyte"
+	"github.com/commucat/commucat/internal/tlshello"
 )
 
 // GREASE is the placeholder every GREASE value (RFC 8701: 0x0a0a, 0x1a1a,
@@ -254,50 +254,17 @@ func messageLen(msg []byte) int {
 	return handshakeHeaderLen + (int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]))
 }
 
-// parseClientHello parses a whole ClientHello handshake message.
+// parseClientHello parses a whole ClientHello handshake message. A
+// summary is strict: on top of tlshello's framing it refuses empty lists
+// and names and a second host name.
 func parseClientHello(msg []byte) (Summary, error) {
-	var s Summary
-	in := cryptobyte.String(msg)
-	var typ uint8
-	var body cryptobyte.String
-	if !in.ReadUint8(&typ) || typ != typeClientHello || !in.ReadUint24LengthPrefixed(&body) || !in.Empty() {
-		return Summary{}, notHello("bad handshake header")
+	p, err := tlshello.Parse(msg)
+	if err != nil {
+		return Summary{}, fmt.Errorf("fingerprint: %w: %w", err, ErrNotClientHello)
 	}
-	var random []byte
-	var sessionID, suites, compression cryptobyte.String
-	if !body.ReadUint16(&s.Version) || !body.ReadBytes(&random, 32) ||
-		!body.ReadUint8LengthPrefixed(&sessionID) || len(sessionID) > 32 {
-		return Summary{}, notHello("bad version, random or session id")
-	}
-	if !body.ReadUint16LengthPrefixed(&suites) || len(suites) == 0 || len(suites)%2 != 0 {
-		return Summary{}, notHello("bad cipher suites")
-	}
-	for !suites.Empty() {
-		var c uint16
-		suites.ReadUint16(&c)
-		s.CipherSuites = append(s.CipherSuites, ungrease(c))
-	}
-	if !body.ReadUint8LengthPrefixed(&compression) || len(compression) == 0 {
-		return Summary{}, notHello("bad compression methods")
-	}
-	if body.Empty() {
-		return s, nil
-	}
-	var exts cryptobyte.String
-	if !body.ReadUint16LengthPrefixed(&exts) || !body.Empty() {
-		return Summary{}, notHello("bad extensions block")
-	}
-	seen := make(map[uint16]bool)
-	for !exts.Empty() {
-		var typ uint16
-		var data cryptobyte.String
-		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
-			return Summary{}, notHello("bad extension")
-		}
-		if seen[typ] {
-			return Summary{}, notHello("duplicate extension %d", typ)
-		}
-		seen[typ] = true
+	s := Summary{Version: p.Version, CipherSuites: p.CipherSuites}
+	ungreaseAll(s.CipherSuites)
+	for typ, data := range p.Extensions() {
 		s.Extensions = append(s.Extensions, ungrease(typ))
 		if err := s.parseExtension(typ, data); err != nil {
 			return Summary{}, err
@@ -307,92 +274,80 @@ func parseClientHello(msg []byte) (Summary, error) {
 }
 
 // parseExtension fills the Summary fields that come from extension typ.
-func (s *Summary) parseExtension(typ uint16, data cryptobyte.String) error {
+func (s *Summary) parseExtension(typ uint16, data []byte) error {
 	switch typ {
 	case extServerName:
-		var list cryptobyte.String
-		if !data.ReadUint16LengthPrefixed(&list) || !data.Empty() || list.Empty() {
+		names, ok := tlshello.ServerNames(data)
+		if !ok || len(names) == 0 {
 			return notHello("bad server_name")
 		}
-		for !list.Empty() {
-			var nameType uint8
-			var name cryptobyte.String
-			if !list.ReadUint8(&nameType) || !list.ReadUint16LengthPrefixed(&name) || name.Empty() {
+		for _, n := range names {
+			if n.Name == "" {
 				return notHello("bad server_name entry")
 			}
-			if nameType == 0 {
+			if n.Type == 0 {
 				if s.ServerName != "" {
 					return notHello("two host names in server_name")
 				}
-				s.ServerName = string(name)
+				s.ServerName = n.Name
 			}
 		}
 	case extALPN:
-		var list cryptobyte.String
-		if !data.ReadUint16LengthPrefixed(&list) || !data.Empty() || list.Empty() {
+		protos, ok := tlshello.ALPN(data)
+		if !ok || len(protos) == 0 {
 			return notHello("bad alpn")
 		}
-		for !list.Empty() {
-			var proto cryptobyte.String
-			if !list.ReadUint8LengthPrefixed(&proto) || proto.Empty() {
-				return notHello("bad alpn protocol")
-			}
-			s.ALPN = append(s.ALPN, string(proto))
+		if slices.Contains(protos, "") {
+			return notHello("bad alpn protocol")
 		}
+		s.ALPN = protos
 	case extSupportedGrps:
-		v, ok := readUint16List(&data, false)
+		v, ok := readUint16List(data, false)
 		if !ok {
 			return notHello("bad supported_groups")
 		}
 		s.SupportedGroups = v
 	case extSigAlgs:
-		v, ok := readUint16List(&data, false)
+		v, ok := readUint16List(data, false)
 		if !ok {
 			return notHello("bad signature_algorithms")
 		}
 		s.SignatureAlgorithms = v
 	case extSupportedVers:
-		v, ok := readUint16List(&data, true)
+		v, ok := readUint16List(data, true)
 		if !ok {
 			return notHello("bad supported_versions")
 		}
 		s.SupportedVersions = v
 	case extKeyShare:
-		var list cryptobyte.String
-		if !data.ReadUint16LengthPrefixed(&list) || !data.Empty() {
+		shares, ok := tlshello.KeyShares(data)
+		if !ok {
 			return notHello("bad key_share")
 		}
-		s.KeyShareGroups = []uint16{}
-		for !list.Empty() {
-			var group uint16
-			var key cryptobyte.String
-			if !list.ReadUint16(&group) || !list.ReadUint16LengthPrefixed(&key) || key.Empty() {
+		s.KeyShareGroups = make([]uint16, 0, len(shares))
+		for _, k := range shares {
+			if k.KeyLen == 0 {
 				return notHello("bad key_share entry")
 			}
-			s.KeyShareGroups = append(s.KeyShareGroups, ungrease(group))
+			s.KeyShareGroups = append(s.KeyShareGroups, ungrease(k.Group))
 		}
 	}
 	return nil
 }
 
-// readUint16List reads a length-prefixed, non-empty list of uint16 that
-// fills the whole extension data; the prefix is one byte if short.
-func readUint16List(data *cryptobyte.String, short bool) ([]uint16, bool) {
-	var list cryptobyte.String
-	var ok bool
-	if short {
-		ok = data.ReadUint8LengthPrefixed(&list)
-	} else {
-		ok = data.ReadUint16LengthPrefixed(&list)
-	}
-	if !ok || !data.Empty() || list.Empty() || len(list)%2 != 0 {
+// readUint16List reads a non-empty list of uint16 (tlshello.Uint16List)
+// with GREASE normalised.
+func readUint16List(data []byte, short bool) ([]uint16, bool) {
+	v, ok := tlshello.Uint16List(data, short)
+	if !ok || len(v) == 0 {
 		return nil, false
 	}
-	out := make([]uint16, 0, len(list)/2)
-	for !list.Empty() {
-		var v uint16
-		list.ReadUint16(&v)
-		out = append(out, ungrease(v))
+	ungreaseAll(v)
+	return v, true
+}
+
+func ungreaseAll(v []uint16) {
+	for i, x := range v {
+		v[i] = ungrease(x)
 	}
-	return out, true
 }

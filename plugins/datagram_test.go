@@ -291,16 +291,24 @@ func testDatagramsPluginKilled(t *testing.T, name string) {
 // on a datagram socket is cut off and restarted, and that the host's
 // ReceiveDatagram fails instead of passing the garbage on.
 func TestGarbageDatagram(t *testing.T) {
+	// garbagedgram writes a record of an unknown kind; emptydgram an empty
+	// record, which reads like the end of the socket, then a good one.
+	for _, mode := range []string{"garbagedgram", "emptydgram"} {
+		t.Run(mode, func(t *testing.T) { testGarbageDatagram(t, mode) })
+	}
+}
+
+func testGarbageDatagram(t *testing.T, mode string) {
 	h, r := startHost(t, HostConfig{Backoff: 10 * time.Millisecond}, pluginDir(t, map[string]string{
-		"garbagedgram": faultyBin(t),
-		"good":         faultyBin(t),
+		mode:   faultyBin(t),
+		"good": faultyBin(t),
 	}))
 	other, _, ln := echoConn(t, r, "good")
-	client, err := r.New("garbagedgram", nil)
+	client, err := r.New(mode, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := currentGen(t, h, "garbagedgram")
+	old := currentGen(t, h, mode)
 	ctx := testCtx(t)
 	nc, err := client.Dial(ctx, ln.Addr().String())
 	if err != nil {
@@ -319,7 +327,10 @@ func TestGarbageDatagram(t *testing.T) {
 	if reason := old.deathReason(); !strings.Contains(reason.Error(), "protocol violation") {
 		t.Errorf("cut off for %q, want a protocol violation", reason)
 	}
-	st, err := h.Stats(ctx, "garbagedgram")
+	if b, err := c.ReceiveDatagram(ctx); err == nil {
+		t.Errorf("a datagram (%q) came after the violation", b)
+	}
+	st, err := h.Stats(ctx, mode)
 	if err != nil {
 		t.Fatalf("Stats: %v", err)
 	}
@@ -329,8 +340,6 @@ func TestGarbageDatagram(t *testing.T) {
 	roundTrip(t, other, "undisturbed")
 }
 
-// TestProtocolVersion1 checks that a plugin speaking only plugin protocol
-// version 1 is served as before datagrams: a stream, no datagram socket.
 func TestProtocolVersion1(t *testing.T) {
 	h, r := startHost(t, HostConfig{}, pluginDir(t, map[string]string{"proto1": faultyBin(t)}))
 	c, _, _ := echoConn(t, r, "proto1")

@@ -4,6 +4,7 @@ package plugins
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -55,7 +56,24 @@ func TestPluginDiesWithHost(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(out).ReadString('\n')
+	// The bound only keeps a helper that never answers from hanging the
+	// run.
+	type answer struct {
+		line string
+		err  error
+	}
+	answers := make(chan answer, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		answers <- answer{line, err}
+	}()
+	var a answer
+	select {
+	case a = <-answers:
+	case <-time.After(30 * time.Second):
+		a.err = errors.New("no answer within 30 s")
+	}
+	line, err := a.line, a.err
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()

@@ -110,7 +110,7 @@ func (c *HostConfig) Validate() error {
 	}
 	for i, kv := range c.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return fmt.Errorf("plugins: env[%d]: %q is not KEY=value", i, kv)
+			return fmt.Errorf("plugins: env[%d] is not KEY=value", i) // its value may be a secret
 		}
 	}
 	for _, d := range []struct {
@@ -260,6 +260,9 @@ type Host struct {
 	closed  bool
 	flows   int           // open connections
 	drained chan struct{} // closed when flows reaches 0 after Close began
+
+	closeDone chan struct{} // closed when the first Close has returned
+	closeErr  error         // what the first Close returned
 }
 
 // NewHost returns a Host. It starts nothing: Discover finds and starts
@@ -279,7 +282,8 @@ func NewHost(cfg HostConfig, log *slog.Logger) (*Host, error) {
 		cfg:     cfg.withDefaults(),
 		log:     log.With("component", "plugins"),
 		sockDir: sockDir,
-		plugins: make(map[string]*plugin),
+		plugins:   make(map[string]*plugin),
+		closeDone: make(chan struct{}),
 	}
 	h.life, h.cancel = context.WithCancelCause(context.Background())
 	return h, nil
@@ -487,14 +491,16 @@ func (h *Host) isClosed() bool {
 // Close stops the host: new dials and accepts fail, open connections get
 // up to DrainTimeout to close, then every plugin is stopped (asked to exit,
 // then killed). It returns once the plugin processes have exited. It is
-// idempotent.
+// idempotent: a second Close waits for the first and returns what it did.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil
+		<-h.closeDone
+		return h.closeErr
 	}
 	h.closed = true
+	defer close(h.closeDone)
 	var drained chan struct{}
 	if h.flows > 0 {
 		drained = make(chan struct{})
@@ -513,9 +519,9 @@ func (h *Host) Close() error {
 	h.cancel(fmt.Errorf("plugins: host closed: %w", transport.ErrClosed))
 	h.wg.Wait()
 	if err := os.RemoveAll(h.sockDir); err != nil {
-		return fmt.Errorf("plugins: close: %w", err)
+		h.closeErr = fmt.Errorf("plugins: close: %w", err)
 	}
-	return nil
+	return h.closeErr
 }
 
 var nameChars = func() (ok [256]bool) {

@@ -100,6 +100,16 @@ func (p *plugin) setFatal(err error) {
 	p.notifyLocked()
 }
 
+// running returns the running generation, or nil if there is none now.
+func (p *plugin) running() *generation {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gen != nil && !p.gen.isDead() {
+		return p.gen
+	}
+	return nil
+}
+
 // live returns the running generation, waiting for a (re)start until ctx
 // ends.
 func (p *plugin) live(ctx context.Context) (*generation, error) {
@@ -154,6 +164,9 @@ func (p *plugin) run(ctx context.Context) {
 	failures := 0
 	for n := 1; ; n++ {
 		g, err := p.start(ctx, n)
+		if err == nil && ctx.Err() == nil {
+			p.setGen(g) // before first closes: Discover's callers find it running
+		}
 		if n == 1 {
 			if err != nil {
 				p.setFatal(err)
@@ -175,7 +188,6 @@ func (p *plugin) run(ctx context.Context) {
 			failures++
 			p.log.Warn("plugin failed to start", "error", err, "failures", failures)
 		default:
-			p.setGen(g)
 			p.log.Info("plugin running", "pid", g.pid(), "generation", n)
 			started := time.Now()
 			p.watch(ctx, g)
@@ -222,7 +234,7 @@ func (p *plugin) watch(ctx context.Context, g *generation) {
 				g.cut(fmt.Errorf("health check failed: %w", err))
 			}
 		case in := <-p.release:
-			in.closeOn(ctx, g)
+			in.closeOn(ctx, g, p.h.cfg.CallTimeout)
 		}
 	}
 }
@@ -503,11 +515,25 @@ func (g *generation) cut(reason error) {
 
 var errStopped = errors.New("stopped by the host")
 
-// stop ends the process, gracefully (go-plugin asks it to exit, then
-// kills it after 2 s) or at once, and waits for it and g's goroutines.
+// stopGrace is how long a graceful stop waits for the plugin to exit
+// before killing it.
+const stopGrace = 2 * time.Second
+
+// stop ends the process, gracefully (go-plugin asks it to exit, then it
+// is killed after stopGrace) or at once, and waits for it and g's
+// goroutines. go-plugin's own grace period starts only once the plugin
+// has answered its request to exit, which a hung plugin never does: the
+// timer here kills it regardless.
 func (g *generation) stop(graceful bool) {
 	if graceful {
 		g.markDead(errStopped)
+		if p := g.cmd.Process; p != nil {
+			t := time.AfterFunc(stopGrace, func() {
+				g.p.log.Warn("plugin did not exit when asked; killed", "pid", p.Pid)
+				p.Kill() //nolint:errcheck // it may have exited already
+			})
+			defer t.Stop()
+		}
 	} else {
 		g.cut(errStopped)
 	}
@@ -579,20 +605,23 @@ func (g *generation) handleCtl(m ctl.Msg, fds []int) error {
 }
 
 // takeSocket returns the socket the plugin handed over for flow id, once
-// every control message already received is handled.
+// every control message already received is handled. A socket that came
+// is good even if the control socket ended since (the plugin exited after
+// handing it over).
 func (g *generation) takeSocket(id uint64) (*os.File, error) {
-	if err := g.ctl.Sync(); err != nil {
-		return nil, err
-	}
+	syncErr := g.ctl.Sync()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	f := g.flows[id]
-	if f == nil || f.sock == nil {
-		return nil, fmt.Errorf("flow %d: handed over, but no socket came", id)
+	switch {
+	case f != nil && f.sock != nil:
+		s := f.sock
+		f.sock = nil
+		return s, nil
+	case syncErr != nil:
+		return nil, syncErr
 	}
-	s := f.sock
-	f.sock = nil
-	return s, nil
+	return nil, fmt.Errorf("flow %d: handed over, but no socket came", id)
 }
 
 func closeFDs(fds []int) {
@@ -625,14 +654,16 @@ func (g *generation) openFlow(ctx context.Context) (id uint64, uc, dc *net.UnixC
 	id = g.lastFlow
 	g.flows[id] = &hostFlow{}
 	g.mu.Unlock()
-	deadline := time.Now().Add(g.p.h.cfg.CallTimeout)
+	deadline, own := time.Now().Add(g.p.h.cfg.CallTimeout), true
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+		deadline, own = d, false
 	}
 	if err := g.ctl.Send(ctl.Msg{Type: ctl.TypeFlow, Flow: id}, deadline, peers...); err != nil {
 		closeConns(uc, dc)
 		g.forget(id)
-		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+		// Only the host's own limit condemns the plugin: the caller's
+		// deadline may simply have been short.
+		if errors.Is(err, os.ErrDeadlineExceeded) && own {
 			g.cut(errors.New("the plugin does not read its control socket"))
 		}
 		if ctx.Err() != nil {

@@ -3,7 +3,10 @@ package plugins
 import (
 	"errors"
 	"fmt"
+	"net"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // checkTCPSocket checks that a descriptor a plugin handed over is a
@@ -22,4 +25,25 @@ func checkTCPSocket(fd int) error {
 		return fmt.Errorf("handed over socket is not connected: %w", err)
 	}
 	return nil
+}
+
+// hungUp reports whether the peer of a SOCK_SEQPACKET socket has closed
+// or shut down its end. A read of zero bytes from such a socket is either
+// that or an empty record, which Go reports alike, as io.EOF; only the
+// socket's poll state tells them apart.
+func hungUp(c *net.UnixConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	up := true
+	raw.Control(func(fd uintptr) { //nolint:errcheck // up stays true
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if n, err := unix.Poll(fds, 0); err == nil && n == 1 {
+			up = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+		} else if err == nil {
+			up = false
+		}
+	})
+	return up
 }

@@ -42,11 +42,27 @@ type instance struct {
 	params transport.Params
 	dir    string
 
-	mu  sync.Mutex
-	gen *generation
-	id  uint64
-	pub transport.Params
+	// lock holds a token while the fields below are read or the instance
+	// is configured: unlike a mutex, waiting for it honours a context, so
+	// a plugin that hangs in Configure holds up no caller past its own
+	// deadline.
+	lock chan struct{}
+	gen  *generation
+	id   uint64
+	pub  transport.Params
 }
+
+// acquire takes in's lock, or fails when ctx ends first.
+func (in *instance) acquire(ctx context.Context) error {
+	select {
+	case in.lock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (in *instance) unlock() { <-in.lock }
 
 // clientFactory is the plugin's transport.Factory.
 func (p *plugin) clientFactory(params transport.Params) (transport.Transport, error) {
@@ -71,7 +87,7 @@ func (p *plugin) serverFactory(params transport.Params, dir string) (transport.T
 }
 
 func (p *plugin) newTransport(role proto.Role, params transport.Params, dir string) *Transport {
-	t := &Transport{p: p, in: &instance{role: role, params: maps.Clone(params), dir: dir}}
+	t := &Transport{p: p, in: &instance{role: role, params: maps.Clone(params), dir: dir, lock: make(chan struct{}, 1)}}
 	runtime.AddCleanup(t, func(in *instance) {
 		select {
 		case p.release <- in:
@@ -99,11 +115,15 @@ func (t *Transport) instanceOnce(ctx context.Context) (*generation, uint64, erro
 		return nil, 0, err
 	}
 	in := t.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
+	if err := in.acquire(ctx); err != nil {
+		return nil, 0, ctxErr(t.p.info.Name, "configure", ctx)
+	}
+	defer in.unlock()
 	if in.gen == g {
 		return g, in.id, nil
 	}
+	ctx, cancel := withTimeout(ctx, t.p.h.cfg.CallTimeout)
+	defer cancel()
 	r, err := g.rpc.Configure(ctx, &proto.ConfigureRequest{Role: in.role, Params: in.params, StateDir: in.dir})
 	if err == nil {
 		err = r.GetError().Err()
@@ -126,18 +146,21 @@ func (t *Transport) instanceOnce(ctx context.Context) (*generation, uint64, erro
 	return g, in.id, nil
 }
 
-// closeOn closes the instance in g, if it lives there.
-func (in *instance) closeOn(ctx context.Context, g *generation) {
-	in.mu.Lock()
+// closeOn closes the instance in g, if it lives there; g nil (no process
+// running) only forgets the instance. It waits at most CallTimeout.
+func (in *instance) closeOn(ctx context.Context, g *generation, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if in.acquire(ctx) != nil {
+		return // a Configure in a hung plugin holds it; the plugin is cut off for that
+	}
 	id := in.id
-	live := in.gen == g
+	live := g != nil && in.gen == g
 	in.gen = nil
-	in.mu.Unlock()
+	in.unlock()
 	if !live {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.p.h.cfg.CallTimeout)
-	defer cancel()
 	g.rpc.Close(ctx, &proto.CloseRequest{Target: &proto.CloseRequest_Instance{Instance: id}}) //nolint:errcheck // best effort
 }
 
@@ -162,11 +185,8 @@ func (t *Transport) Name() string { return t.p.info.Name }
 // instance is released once the Transport and every connection and
 // listener it opened are unreachable.
 func (t *Transport) Close() error {
-	g, err := t.p.live(context.Background())
-	if err != nil {
-		return nil
-	}
-	t.in.closeOn(context.Background(), g)
+	// No waiting for a restart: an instance dies with its process.
+	t.in.closeOn(context.Background(), t.p.running(), t.p.h.cfg.CallTimeout)
 	return nil
 }
 
@@ -306,7 +326,7 @@ func (t *Transport) Listen(ctx context.Context, addr string) (transport.Listener
 		}
 		break
 	}
-	l := &listener{t: t, gen: g, id: id, addr: a}
+	l := &listener{t: t, gen: g, id: id, addr: a, relisten: make(chan struct{}, 1)}
 	l.life, l.stop = context.WithCancel(context.Background())
 	return l, nil
 }
@@ -337,6 +357,8 @@ type listener struct {
 	// life ends when the listener is closed; it cancels pending Accepts.
 	life context.Context
 	stop context.CancelFunc
+
+	relisten chan struct{} // holds a token while an Accept listens again
 
 	mu     sync.Mutex
 	gen    *generation // where id lives
@@ -420,24 +442,61 @@ func (l *listener) acceptOnce(ctx context.Context) (flowConn, error) {
 }
 
 // current returns the generation and the listener's id in it, listening
-// again on the bound address after a restart.
+// again on the bound address after a restart (one Accept at a time does;
+// the others wait for it). l.mu is never held across a call to the
+// plugin, so Close is never held up by one.
 func (l *listener) current(ctx context.Context) (*generation, uint64, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.gen != nil && !l.gen.isDead() {
-		return l.gen, l.id, nil
+	select {
+	case l.relisten <- struct{}{}:
+	case <-ctx.Done():
+		return nil, 0, ctxErr(l.t.p.info.Name, "accept", ctx)
 	}
+	defer func() { <-l.relisten }()
+	l.mu.Lock()
+	g, id, closed := l.gen, l.id, l.closed
+	l.mu.Unlock()
+	switch {
+	case closed:
+		return nil, 0, l.closedErr()
+	case g != nil && !g.isDead():
+		return g, id, nil
+	}
+	ctx, cancel := withTimeout(ctx, l.t.p.h.cfg.CallTimeout)
+	defer cancel()
 	g, inst, err := l.t.instance(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	id, _, err := g.listen(ctx, inst, l.addr.address)
+	id, _, err = g.listen(ctx, inst, l.addr.address)
 	if err != nil {
 		return nil, 0, err
 	}
-	l.gen, l.id = g, id
+	l.mu.Lock()
+	closed = l.closed
+	if !closed {
+		l.gen, l.id = g, id
+	}
+	l.mu.Unlock()
+	if closed { // Close ran meanwhile: the new listener is nobody's
+		closeListener(g, id, l.t.p.h.cfg.CallTimeout) //nolint:errcheck // best effort
+		return nil, 0, l.closedErr()
+	}
 	l.t.p.log.Info("listening again after a restart", "addr", l.addr.address)
 	return g, id, nil
+}
+
+// closeListener closes listener id in g, waiting at most timeout.
+func closeListener(g *generation, id uint64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	r, err := g.rpc.Close(ctx, &proto.CloseRequest{Target: &proto.CloseRequest_Listener{Listener: id}})
+	if err == nil {
+		err = r.GetError().Err()
+	}
+	if err != nil && !g.isDead() {
+		return g.callErr(ctx, "close listener", err)
+	}
+	return nil
 }
 
 func (l *listener) isClosed() bool {
@@ -465,16 +524,7 @@ func (l *listener) Close() error {
 	if g == nil || g.isDead() {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.t.p.h.cfg.CallTimeout)
-	defer cancel()
-	r, err := g.rpc.Close(ctx, &proto.CloseRequest{Target: &proto.CloseRequest_Listener{Listener: id}})
-	if err == nil {
-		err = r.GetError().Err()
-	}
-	if err != nil && !g.isDead() {
-		return g.callErr(ctx, "close listener", err)
-	}
-	return nil
+	return closeListener(g, id, l.t.p.h.cfg.CallTimeout)
 }
 
 // Addr is the address the plugin's listener is bound to.
@@ -543,6 +593,7 @@ func (g *generation) callErr(ctx context.Context, op string, err error) error {
 	case ctx.Err() != nil:
 		return ctxErr(name, op, ctx)
 	}
+	err = boundStatus(err)
 	st, _ := status.FromError(err)
 	switch st.Code() {
 	case codes.DeadlineExceeded:
@@ -559,6 +610,16 @@ func (g *generation) callErr(ctx context.Context, op string, err error) error {
 		return &opError{name: name, op: op, kind: transport.ErrRefused, err: err}
 	}
 	return &opError{name: name, op: op, kind: transport.ErrRefused, err: g.violation(op, err)}
+}
+
+// boundStatus returns err with its gRPC status message, which the plugin
+// writes, cut to proto.MaxMessage bytes, as the plugin's own errors are.
+func boundStatus(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || len(st.Message()) <= proto.MaxMessage {
+		return err
+	}
+	return status.Error(st.Code(), st.Message()[:proto.MaxMessage]+" [cut]")
 }
 
 // ctxErr reports why ctx ended: a deadline also wraps transport.ErrTimeout.
@@ -586,6 +647,7 @@ type conn struct {
 	dsend sync.Mutex    // serializes SendDatagram; guards dbuf
 	dbuf  []byte
 	drecv chan struct{} // holds a token while a ReceiveDatagram reads
+	dbad  atomic.Pointer[opError] // set when the plugin broke the protocol on dc
 
 	shut      atomic.Bool // CloseWrite done
 	closeOnce sync.Once
@@ -686,7 +748,7 @@ func (c *conn) Read(b []byte) (int, error) {
 
 // abnormal is the error of a flow that ended without an announced EOF.
 func (c *conn) abnormal(op string, ctlErr error) error {
-	return &opError{name: c.g.p.info.Name, op: op, kind: transport.ErrRefused, err: fmt.Errorf("flow %d ended abnormally: %s", c.id, c.why(ctlErr))}
+	return &opError{name: c.g.p.info.Name, op: op, kind: transport.ErrRefused, err: fmt.Errorf("flow %d ended abnormally (%s)", c.id, c.why(ctlErr))}
 }
 
 // why explains the abnormal end of the flow.
@@ -766,6 +828,9 @@ func (c *conn) sendDatagram(b []byte) error {
 	if len(b) > c.dmax {
 		return &opError{name: c.name(), op: op, kind: transport.ErrTooLarge, err: fmt.Errorf("datagram of %d bytes exceeds %d", len(b), c.dmax)}
 	}
+	if e := c.dbad.Load(); e != nil {
+		return e
+	}
 	c.dsend.Lock()
 	defer c.dsend.Unlock()
 	c.dbuf = ctl.AppendDatagram(c.dbuf[:0], b)
@@ -798,6 +863,9 @@ func (c *conn) receiveDatagram(ctx context.Context) ([]byte, error) {
 	if ctx.Err() != nil {
 		return nil, ctxErr(c.name(), op, ctx)
 	}
+	if e := c.dbad.Load(); e != nil {
+		return nil, e
+	}
 	if ctx.Done() != nil {
 		fired := make(chan struct{})
 		stop := context.AfterFunc(ctx, func() {
@@ -817,14 +885,20 @@ func (c *conn) receiveDatagram(ctx context.Context) ([]byte, error) {
 	switch {
 	case err != nil && ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded):
 		return nil, ctxErr(c.name(), op, ctx)
+	case err == io.EOF && n == 0 && !hungUp(c.dc):
+		err = nil // an empty record, which ParseDatagram refuses
 	case err != nil:
 		return nil, c.datagramErr(op, err)
 	}
 	p, err := ctl.ParseDatagram((*bp)[:n])
 	if err != nil {
 		err = c.g.violation(op, err) // the plugin is cut off; its sockets close
-		return nil, &opError{name: c.name(), op: op, kind: transport.ErrClosed,
+		e := &opError{name: c.name(), op: op, kind: transport.ErrClosed,
 			err: fmt.Errorf("flow %d: datagrams ended: %w: %w", c.id, transport.ErrRefused, err)}
+		// Nothing more is read from a plugin that broke the protocol,
+		// not even records it wrote before it was cut off.
+		c.dbad.Store(e)
+		return nil, e
 	}
 	return append(make([]byte, 0, len(p)), p...), nil
 }

@@ -33,8 +33,13 @@ var Modes = map[string]string{
 	"oldproto":     "speaks plugin protocol version 99",
 	"proto1":       "speaks only plugin protocol version 1 (from before datagrams), and would offer datagrams",
 	"garbagedgram": "offers datagrams, and Dial writes a malformed record on the flow's datagram socket",
+	"emptydgram":   "offers datagrams, and Dial writes an empty record, then a good one, on the flow's datagram socket",
+	"hangconfig":   "the server side hangs in Configure while the file named by $" + HangEnv + " exists",
 	"wrongname":    "describes itself under another name",
 }
+
+// HangEnv names the environment variable of mode hangconfig.
+const HangEnv = "PLUGINTEST_HANG_WHILE"
 
 // Main runs the plugin in the mode its binary's name selects.
 func Main() {
@@ -53,7 +58,7 @@ func Main() {
 		// The handshake then picks version 1, the newest both sides speak,
 		// as with a plugin built with a version 1 SDK.
 		os.Setenv("PLUGIN_PROTOCOL_VERSIONS", "1")
-	case "garbagedgram":
+	case "garbagedgram", "emptydgram":
 		var st syscall.Stat_t
 		if err := syscall.Fstat(3, &st); err == nil {
 			controlIno = st.Ino
@@ -67,9 +72,14 @@ func Main() {
 	sdk.Serve(sdk.Plugin{
 		Name:     name,
 		Version:  "test",
-		Datagram: mode == "proto1" || mode == "garbagedgram",
+		Datagram: mode == "proto1" || mode == "garbagedgram" || mode == "emptydgram",
 		Client:   func(p sdk.Params) (sdk.Transport, error) { return f.wrap(tcp.Factory(p)) },
 		Server: func(p sdk.Params, dir string) (sdk.Transport, sdk.Params, error) {
+			if mode == "hangconfig" {
+				if _, err := os.Stat(os.Getenv(HangEnv)); err == nil {
+					select {} // the fault
+				}
+			}
 			t, pub, err := tcp.ServerFactory(p, dir)
 			w, werr := f.wrap(t, err)
 			return w, pub, werr
@@ -121,6 +131,12 @@ func (f *faulty) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	case "garbagedgram":
 		if fd := datagramFD(); fd >= 0 {
 			syscall.Write(fd, []byte{0xff, 'x'}) //nolint:errcheck // the fault: a record of an unknown kind
+		}
+		return dgramConn{c}, nil
+	case "emptydgram":
+		if fd := datagramFD(); fd >= 0 {
+			syscall.Write(fd, nil)                   //nolint:errcheck // the fault: an empty record
+			syscall.Write(fd, []byte{0x00, 'o', 'k'}) //nolint:errcheck // a good one after it
 		}
 		return dgramConn{c}, nil
 	}

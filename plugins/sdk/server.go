@@ -233,6 +233,9 @@ func (s *server) handleCtl(m ctl.Msg, fds []int) error {
 		case f.got:
 			closeFDs(fds)
 			return &ctl.ViolationError{Reason: fmt.Sprintf("second FLOW for flow %d", m.Flow)}
+		case f.cancelled: // CLOSE came first: its claimer has given up
+			closeFDs(fds)
+			return &ctl.ViolationError{Reason: fmt.Sprintf("FLOW for flow %d after its CLOSE", m.Flow)}
 		default: // a claimer waits for it
 			f.fd, f.dfd, f.got = fds[0], dfd, true
 			close(f.ready)

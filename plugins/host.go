@@ -279,9 +279,9 @@ func NewHost(cfg HostConfig, log *slog.Logger) (*Host, error) {
 		return nil, fmt.Errorf("plugins: socket directory: %w", err)
 	}
 	h := &Host{
-		cfg:     cfg.withDefaults(),
-		log:     log.With("component", "plugins"),
-		sockDir: sockDir,
+		cfg:       cfg.withDefaults(),
+		log:       log.With("component", "plugins"),
+		sockDir:   sockDir,
 		plugins:   make(map[string]*plugin),
 		closeDone: make(chan struct{}),
 	}

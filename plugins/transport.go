@@ -646,7 +646,7 @@ type conn struct {
 	dmax  int           // the largest datagram SendDatagram takes
 	dsend sync.Mutex    // serializes SendDatagram; guards dbuf
 	dbuf  []byte
-	drecv chan struct{} // holds a token while a ReceiveDatagram reads
+	drecv chan struct{}           // holds a token while a ReceiveDatagram reads
 	dbad  atomic.Pointer[opError] // set when the plugin broke the protocol on dc
 
 	shut      atomic.Bool // CloseWrite done

@@ -135,7 +135,7 @@ func (f *faulty) Dial(ctx context.Context, addr string) (net.Conn, error) {
 		return dgramConn{c}, nil
 	case "emptydgram":
 		if fd := datagramFD(); fd >= 0 {
-			syscall.Write(fd, nil)                   //nolint:errcheck // the fault: an empty record
+			syscall.Write(fd, nil)                    //nolint:errcheck // the fault: an empty record
 			syscall.Write(fd, []byte{0x00, 'o', 'k'}) //nolint:errcheck // a good one after it
 		}
 		return dgramConn{c}, nil

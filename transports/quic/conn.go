@@ -38,8 +38,13 @@ type conn struct {
 
 	onEnd func() // run by the watcher when the connection has ended; may be nil
 
-	dq chan []byte // datagrams for sendDatagrams, at most dgQueue
+	dq      chan []byte   // datagrams for sendDatagrams, at most dgQueue
+	closing chan struct{} // closed by Close and abort
+	closeCh sync.Once
 }
+
+// markClosing releases SendDatagram calls waiting for room.
+func (c *conn) markClosing() { c.closeCh.Do(func() { close(c.closing) }) }
 
 // dgQueue bounds the datagrams a connection holds beyond quic-go's own
 // send queue (32).
@@ -115,6 +120,7 @@ func (c *conn) Close() error {
 	}
 	c.localClosed = true
 	c.mu.Unlock()
+	c.markClosing()
 
 	c.str.CancelRead(streamCodeClosed)   // wakes a blocked Read
 	c.str.SetWriteDeadline(pastDeadline) //nolint:errcheck // always nil; wakes a blocked Write
@@ -146,6 +152,7 @@ func (c *conn) abort() {
 	c.mu.Lock()
 	c.localClosed = true
 	c.mu.Unlock()
+	c.markClosing()
 	c.qc.CloseWithError(codeAbort, "") //nolint:errcheck // always nil
 }
 
@@ -194,32 +201,39 @@ func (c *conn) SetReadDeadline(t time.Time) error { return c.str.SetReadDeadline
 func (c *conn) SetWriteDeadline(t time.Time) error { return c.str.SetWriteDeadline(t) }
 
 // SendDatagram sends b in one QUIC DATAGRAM frame. It fails with
-// transport.ErrTooLarge above MaxDatagramSize. Delivery is not guaranteed:
-// it never waits, and when the connection already holds dgQueue datagrams
-// that quic-go could not send yet, b is dropped, as a full network queue
-// drops.
+// transport.ErrTooLarge above MaxDatagramSize. Delivery is not guaranteed.
+// When the connection already holds dgQueue datagrams that quic-go could
+// not send yet, it waits for room (the congestion controller's
+// backpressure) until Close, which ends the wait with an error wrapping
+// transport.ErrClosed at once, or until the connection ends.
 func (c *conn) SendDatagram(b []byte) error {
 	if len(b) > MaxDatagramSize {
 		return &transport.OpError{Transport: Name, Op: "send datagram", Kind: transport.ErrTooLarge, Err: fmt.Errorf("datagram of %d bytes exceeds %d", len(b), MaxDatagramSize)}
 	}
-	if c.isLocalClosed() {
+	ctx := c.qc.Context()
+	select {
+	case <-c.closing:
 		return closedErr("send datagram")
-	}
-	if ctx := c.qc.Context(); ctx.Err() != nil {
+	case <-ctx.Done():
 		return wrapErr("send datagram", context.Cause(ctx))
+	default:
 	}
 	select {
 	case c.dq <- bytes.Clone(b):
-	default:
+		return nil
+	case <-c.closing:
+		return closedErr("send datagram")
+	case <-ctx.Done():
+		return wrapErr("send datagram", context.Cause(ctx))
 	}
-	return nil
 }
 
 // sendDatagrams hands the queued datagrams to quic-go until the QUIC
 // connection ends. quic-go's SendDatagram waits while its own queue is
 // full, which on a path that carries nothing lasts until the connection
-// ends (after Config.Linger, once closed): this goroutine waits there,
-// not the caller of SendDatagram.
+// ends (after Config.Linger, once closed) and which nothing else
+// interrupts: this goroutine waits there, so that Close can release the
+// caller of SendDatagram at once.
 func (c *conn) sendDatagrams() {
 	defer c.t.wg.Done()
 	done := c.qc.Context().Done()

@@ -485,7 +485,7 @@ func (t *Transport) isClosed() bool {
 // connection has ended. It reports false, having aborted the connection and
 // run onEnd, if the transport is closed.
 func (t *Transport) newConn(qc *quicgo.Conn, str *quicgo.Stream, onEnd func()) (*conn, bool) {
-	c := &conn{t: t, qc: qc, str: str, onEnd: onEnd, dq: make(chan []byte, dgQueue)}
+	c := &conn{t: t, qc: qc, str: str, onEnd: onEnd, dq: make(chan []byte, dgQueue), closing: make(chan struct{})}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()

@@ -40,7 +40,10 @@ import (
 const dgHeader = 4
 
 // dgParityRoom is kept free in a datagram for the FEC parity of a block
-// of such records: the FECParity frame's header and the parity header.
+// of such records: the FECParity frame's header, the parity header and
+// the parity record's own overhead. It is tight: in a long session the
+// parity of a block of the largest records may not fit, and then goes on
+// the best stream path instead.
 const dgParityRoom = 48
 
 // dgQueue bounds the datagrams waiting for a path's datagram writer; a
@@ -87,7 +90,8 @@ type dgPath struct {
 	loss       float64 // moving average of the peer's reported loss
 	confirmed  bool    // the peer reported datagrams it received
 	reportAt   time.Time
-	sentAt     uint64 // sent when the last report came (or the path was confirmed)
+	sentAt     uint64    // sent when the last report came (or the path was confirmed)
+	firstAfter time.Time // when the first datagram after sentAt was sent
 	probeAt    time.Time
 	lastSent   time.Time
 	decayedAt  time.Time // when the idle path's loss last decayed, or zero
@@ -161,7 +165,13 @@ func (s *Session) tickDatagrams(p *path, now time.Time, at func(time.Time)) {
 	}
 	srtt, _ := p.rtt()
 	if d.sent-d.sentAt >= dgLossSample {
-		dl := d.reportAt.Add(4*srtt + dgSilence)
+		// Silence counts from the first datagram the peer has not
+		// reported yet: after an idle spell, the last report is long past.
+		from := d.reportAt
+		if d.firstAfter.After(from) {
+			from = d.firstAfter
+		}
+		dl := from.Add(4*srtt + dgSilence)
 		if !now.Before(dl) {
 			s.log.Debug("datagrams unanswered", "path", p.id, "transport", p.ep.Transport)
 			d.loss, d.confirmed, d.sampled = 1, false, false
@@ -326,6 +336,9 @@ func (s *Session) queueDatagram(p *path, raw []byte, now time.Time) bool {
 	default:
 		return false
 	}
+	if d.sent == d.sentAt {
+		d.firstAfter = now
+	}
 	d.next++
 	d.sent++
 	d.lastSent = now
@@ -443,7 +456,7 @@ func (s *Session) onDatagram(p *path, b []byte, ptbuf *[]byte) error {
 // (more than dgWindow times 64 above the highest) counts nothing.
 func (d *dgPath) count(num uint64) bool {
 	switch {
-	case num == 0 || num+dgWindow <= d.high || num > d.high+64*dgWindow && d.high > 0:
+	case num == 0 || num+dgWindow <= d.high || num > d.high+64*dgWindow:
 		return false
 	case num > d.high:
 		for n := d.high + 1; n <= num && n <= d.high+dgWindow; n++ {

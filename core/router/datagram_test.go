@@ -496,3 +496,62 @@ func (s *Session) bestDatagramAddr() string {
 	}
 	return ""
 }
+
+// dgState reads the datagram state of s's first path.
+func dgState(s *Session) (confirmed bool, loss float64, sent uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.paths[0].dg
+	return d.confirmed, d.loss, d.sent
+}
+
+// TestDatagramsAfterIdle: a confirmed path that resumes with a burst
+// after an idle spell (speech after silence, a keyframe) is not taken for
+// a silent one: the peer's silence counts from the first datagram it has
+// not reported, not from its last report, long past.
+func TestDatagramsAfterIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, _ := simEnv(t, 31, 1, 10*time.Millisecond, Config{FEC: FECOff}, Config{})
+		defer e.stop()
+		waitFor(t, "datagrams confirmed", 5*time.Second, func() bool { c, _, _ := dgState(e.client); return c })
+		time.Sleep(5 * time.Second) // idle: no report for 5 s
+		ctx := t.Context()
+		for i := range 20 {
+			f := frame.Frame{Type: frame.Media, Stream: 7, Payload: make([]byte, 1000)}
+			binary.BigEndian.PutUint64(f.Payload, uint64(i))
+			if err := e.client.Send(ctx, f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A reliable message beside it: its write wakes the timers.
+		if err := e.client.Send(ctx, msg(0, 64)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // well under one round trip (20 ms)
+		if c, l, n := dgState(e.client); !c || l != 0 {
+			t.Fatalf("1 ms after a burst of %d: confirmed %v, loss %.2f; want confirmed, no loss", n, c, l)
+		}
+		time.Sleep(2 * time.Second)
+		if c, l, n := dgState(e.client); !c || l != 0 {
+			t.Fatalf("2 s after a burst of %d on a clean link: confirmed %v, loss %.2f", n, c, l)
+		}
+	})
+}
+
+// TestDatagramNumberBounds: the first datagram of a path counts only with
+// a plausible number, as every later one does.
+func TestDatagramNumberBounds(t *testing.T) {
+	d := &dgPath{}
+	if d.count(extendSerial(d.high, 0xffff_fff0)) {
+		t.Fatalf("a first datagram numbered 0xfffffff0 counted (highest now %d)", d.high)
+	}
+	if !d.count(extendSerial(d.high, 1)) || d.high != 1 {
+		t.Fatalf("datagram 1 not counted, or highest %d", d.high)
+	}
+	if !d.count(extendSerial(d.high, 64*dgWindow+1)) {
+		t.Fatal("a datagram 64 windows ahead not counted")
+	}
+	if d.count(extendSerial(d.high, uint32(d.high+64*dgWindow+1))) {
+		t.Fatal("a datagram more than 64 windows ahead counted")
+	}
+}

@@ -1,7 +1,9 @@
 package router
 
 import (
+	"context"
 	"errors"
+	"net"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -268,6 +270,36 @@ func TestFewPathsAtConnect(t *testing.T) {
 				states = append(states, p.Addr+" "+p.State.String())
 			}
 			t.Errorf("joins %d, paths %v; want 2 joins and 3 paths", st.Joins, states)
+		}
+	})
+}
+
+// TestStuckWriterClosed: a path whose writer is blocked inside a Write
+// that never completes (a black hole: nobody reads the other end) is
+// closed for silence, and Run still returns after Close: closing the path
+// ends the pending Write.
+func TestStuckWriterClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cres, _ := results(t)
+		a, b := net.Pipe() // nobody reads b: writes on a block
+		defer b.Close()
+		s := New(Client, cres, a, Endpoint{Transport: "pipe"}, Config{PathTimeout: 2 * time.Second})
+		ran := make(chan error, 1)
+		go func() { ran <- s.Run(context.Background()) }()
+		if err := s.Send(context.Background(), msg(0, 64)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Second)
+		if st := s.Stats().Paths[0].State; st != PathDead {
+			t.Fatalf("path %v after 10 s of silence, want dead", st)
+		}
+		s.Close()
+		select {
+		case <-ran:
+		case <-time.After(time.Hour):
+			a.Close()
+			<-ran
+			t.Fatal("Run had not returned an hour after Close")
 		}
 	})
 }

@@ -399,6 +399,11 @@ func (s *Session) closePath(p *path) {
 	if s.state != stateRunning {
 		// No writer runs: close the connection here.
 		p.conn.Close()
+	} else {
+		// The writer may be inside a Write that a dead path never
+		// completes (a black hole): the deadline ends it too, the writer
+		// then closes the connection, and its goroutines end.
+		p.conn.SetWriteDeadline(time.Now().Add(flushTimeout)) //nolint:errcheck // a closed connection needs none
 	}
 	if p.dialer >= 0 && p.dialer < len(s.eps) {
 		e := &s.eps[p.dialer]

@@ -182,6 +182,11 @@ type Session struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// readerUp is set while Run's reader runs; readerDone is closed when
+	// it has returned.
+	readerUp   atomic.Bool
+	readerDone chan struct{}
+
 	mu    sync.Mutex
 	state runState
 
@@ -209,16 +214,17 @@ func New(conn io.ReadWriteCloser, keys Keys, cfg Config) *Session {
 	defer keys.Wipe() // this copy; the caller wipes its own
 	c := cfg.withDefaults()
 	s := &Session{
-		conn:     conn,
-		cfg:      c,
-		log:      c.Logger.With("component", "session"),
-		created:  time.Now(),
-		writeSem: make(chan struct{}, 1),
-		sealer:   NewSealer(keys.Send),
-		opener:   NewOpener(keys.Recv),
-		recvq:    make(chan frame.Frame, c.RecvQueue),
-		pongs:    make(chan [frame.PingLen]byte, 1),
-		done:     make(chan struct{}),
+		conn:       conn,
+		cfg:        c,
+		log:        c.Logger.With("component", "session"),
+		created:    time.Now(),
+		writeSem:   make(chan struct{}, 1),
+		sealer:     NewSealer(keys.Send),
+		opener:     NewOpener(keys.Recv),
+		recvq:      make(chan frame.Frame, c.RecvQueue),
+		pongs:      make(chan [frame.PingLen]byte, 1),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
 	}
 	s.sealer.SetRekeyPolicy(c.RekeyAfterRecords, c.RekeyAfter)
 	s.opener.SetGrace(c.RekeyGrace)
@@ -283,6 +289,7 @@ func (s *Session) Run(ctx context.Context) error {
 	s.lastRecv.Store(s.sinceCreated())
 	var wg sync.WaitGroup
 	if !s.ended() {
+		s.readerUp.Store(true)
 		wg.Go(s.readLoop)
 		wg.Go(func() { s.keepAliveLoop(ctx) })
 	}
@@ -351,6 +358,7 @@ func (s *Session) shutdown(sendClose bool) {
 			}()
 			select {
 			case <-wrote:
+				s.linger(ctx)
 			case <-ctx.Done():
 			}
 		}
@@ -361,6 +369,27 @@ func (s *Session) shutdown(sendClose bool) {
 			<-wrote
 		}
 	})
+}
+
+// linger half-closes the connection after the Close frame and reads what
+// the peer still sends until it closes too, or until ctx ends. Closing a
+// TCP socket with bytes unread, or that receives bytes after, makes the
+// kernel answer with a reset, which discards what the peer had not read
+// yet: the frames sent before the Close frame, and the Close frame itself.
+func (s *Session) linger(ctx context.Context) {
+	cw, ok := s.conn.(interface{ CloseWrite() error })
+	if !ok || !s.readerUp.Load() || cw.CloseWrite() != nil {
+		return
+	}
+	select {
+	case <-s.readerDone: // the peer closed, or the reader stopped reading
+	case <-ctx.Done():
+		return
+	}
+	rd, ok := s.conn.(interface{ SetReadDeadline(time.Time) error })
+	if d, ok2 := ctx.Deadline(); ok && ok2 && rd.SetReadDeadline(d) == nil {
+		io.Copy(io.Discard, s.conn) //nolint:errcheck // ends at the peer's close or the deadline
+	}
 }
 
 // wipe drops both directions' keys and clears the plaintext buffer, once
@@ -701,6 +730,7 @@ func (s *Session) deliver(f frame.Frame) error {
 
 // readLoop runs the reader until the session ends.
 func (s *Session) readLoop() {
+	defer close(s.readerDone)
 	err := s.read()
 	if err != nil && !s.ended() {
 		s.log.Debug("reader stopped", "err", err)

@@ -33,7 +33,9 @@ const BusyTimeout = 5 * time.Second
 
 // SQLite is the embedded Store: one database file shared by every process
 // that opens it (the gateway and `commucat invite`, for example). The file
-// is opened in WAL mode with foreign keys on and a busy timeout of
+// is opened in WAL mode with synchronous=FULL (a committed transaction
+// survives a power cut or an OS crash, not just a crash of the process:
+// Ack{stored} promises that), foreign keys on and a busy timeout of
 // BusyTimeout; write transactions begin IMMEDIATE, so concurrent writers
 // from several processes queue instead of failing. A file that OpenSQLite
 // creates has mode 0600.
@@ -67,7 +69,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: create %s: %w", path, err)
 	}
 	dsn := path + "?_pragma=busy_timeout(" + strconv.FormatInt(BusyTimeout.Milliseconds(), 10) + ")" +
-		"&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+		"&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)

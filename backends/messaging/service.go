@@ -57,7 +57,7 @@ const (
 	DefaultInboxTTL       = 7 * 24 * time.Hour
 	DefaultInboxQuota     = 1000
 	DefaultCodeTTL        = 24 * time.Hour
-	DefaultMaxOnlineQueue = 256
+	DefaultMaxOnlineQueue = 64
 	DefaultRedeliverAfter = 30 * time.Second
 	DefaultPurgeInterval  = time.Minute
 )
@@ -77,7 +77,9 @@ type Config struct {
 	CodeTTL time.Duration
 	// MaxOnlineQueue is the most messages the gateway sends one session
 	// before the client acknowledges them (the delivery window). If zero,
-	// 256.
+	// 64. Keep it no larger than the clients' inbox queue: a client drops
+	// what does not fit there, and the gateway sends it again only after
+	// RedeliverAfter.
 	MaxOnlineQueue int
 	// RedeliverAfter is how long a session's unacknowledged message waits
 	// before the gateway sends it again on the same session. If zero, 30s.

@@ -686,3 +686,42 @@ func TestHandlerError(t *testing.T) {
 		}
 	})
 }
+
+// TestSlowListenerBacklog: a listener that handles its backlog slowly gets
+// every message once, without waiting for redelivery: the gateway's
+// window is no larger than the client's queue, so the client drops none.
+func TestSlowListenerBacklog(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGateway(t, messaging.Config{})
+		alice := g.connect(g.user("alice"))
+		bobKey := g.user("bob")
+		const n = 200
+		for i := range n {
+			alice.send("bob", fmt.Sprint(i))
+		}
+		start := time.Now()
+		bob := g.connect(bobKey)
+		var got atomic.Int32
+		done := make(chan struct{})
+		bob.wg.Go(func() {
+			bob.Client.Listen(bob.ctx, func(messaging.Envelope) error { //nolint:errcheck // ends with the test
+				time.Sleep(time.Millisecond) // a slow handler
+				if got.Add(1) == n {
+					close(done)
+				}
+				return nil
+			}, &memSeen{})
+		})
+		select {
+		case <-done:
+		case <-time.After(10 * time.Minute):
+			t.Fatalf("%d of %d messages handled after 10 minutes", got.Load(), n)
+		}
+		if sent := bob.tap.messages.Load(); sent != n {
+			t.Errorf("the gateway sent %d Message frames for %d messages", sent, n)
+		}
+		if took := time.Since(start); took >= messaging.DefaultRedeliverAfter {
+			t.Errorf("the backlog took %v: it waited for redelivery", took)
+		}
+	})
+}

@@ -222,6 +222,14 @@ func newListenCmd() *cobra.Command {
 				return err
 			}
 			defer seen.Close()
+			// The records of messages seen suppress redeliveries, which end
+			// when a message expires at the gateway (inbox.ttl, 7 days by
+			// default); a year bounds the table and outlasts any sane TTL.
+			if n, err := seen.PurgeSeen(cmd.Context(), time.Now().Add(-seenRetention)); err != nil {
+				log.Warn("forgetting old seen-message records failed", "err", err)
+			} else if n > 0 {
+				log.Debug("forgot old seen-message records", "count", n)
+			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			if dur > 0 {
@@ -265,6 +273,10 @@ func newListenCmd() *cobra.Command {
 
 // listenLoop keeps a session open and reconnects with capped, jittered
 // exponential backoff until ctx ends.
+// seenRetention is how long `commucat listen` remembers a message it
+// showed, to suppress the gateway's redeliveries of it.
+const seenRetention = 365 * 24 * time.Hour
+
 func listenLoop(ctx context.Context, cs *clientState, f *clientFlags, log *slog.Logger, seen messaging.SeenStore, handle func(messaging.Envelope) error) error {
 	const maxBackoff = 30 * time.Second
 	backoff := 500 * time.Millisecond

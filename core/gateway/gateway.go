@@ -237,6 +237,24 @@ func sourceOf(conn net.Conn) string {
 
 // prefixConn replays the first message, already read, before the rest of
 // the connection, so that the handshake reads it again.
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += n
+	return n, err
+}
+
+// isTimeout reports whether err says a deadline passed.
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.Is(err, transport.ErrTimeout) || errors.As(err, &t) && t.Timeout()
+}
+
 type prefixConn struct {
 	net.Conn
 	r io.Reader
@@ -249,15 +267,18 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, c
 	// message 1; both are framed with a 2-byte length.
 	conn.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
-	msg, err := handshake.ReadMessage(conn)
+	cr := &countingReader{r: conn}
+	msg, err := handshake.ReadMessage(cr)
 	stopped := stop()
 	conn.SetReadDeadline(time.Time{})
 	if err != nil || !stopped {
-		// A connection closed before its first byte is what a client's
-		// race of transports leaves behind at every connect (and what a
-		// port scan looks like): worth a debug line, not an info one.
+		// A connection that ends, or goes quiet, before its first byte is
+		// what a client's race of transports leaves behind at every
+		// connect (a datagram transport such as kcp has no close to send)
+		// and what a port scan looks like: worth a debug line, not an info
+		// one.
 		level := slog.LevelInfo
-		if errors.Is(err, io.EOF) {
+		if cr.n == 0 && (errors.Is(err, io.EOF) || isTimeout(err)) {
 			level = slog.LevelDebug
 		}
 		log.Log(ctx, level, "first message failed", "err", err, s.peerAttr(conn))

@@ -1,0 +1,87 @@
+package gateway_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/commucat/commucat/core/gateway"
+	"github.com/commucat/commucat/core/handshake"
+	"github.com/commucat/commucat/transports/tcp"
+)
+
+// levelLog records the level of each "first message failed" line.
+type levelLog struct {
+	levels chan slog.Level
+}
+
+func (l *levelLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *levelLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *levelLog) WithGroup(string) slog.Handler            { return l }
+func (l *levelLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "first message failed" {
+		l.levels <- r.Level
+	}
+	return nil
+}
+
+// TestQuietConnectionLoggedAtDebug: a connection that sends nothing before
+// the handshake timeout (what a client's race leaves behind on a
+// datagram transport, which sends no close) is a debug line; one that
+// sends a byte, then nothing, stays an info line.
+func TestQuietConnectionLoggedAtDebug(t *testing.T) {
+	gw, err := handshake.GenerateStatic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Wipe()
+	ll := &levelLog{levels: make(chan slog.Level, 4)}
+	srv, err := gateway.New(gateway.Config{
+		Static:           gw,
+		Endpoints:        []gateway.Endpoint{{Transport: tcp.New(), Addr: "127.0.0.1:0"}},
+		HandshakeTimeout: 200 * time.Millisecond,
+		Logger:           slog.New(ll),
+	}, new(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs, err := srv.Listen(ctx)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	for _, tt := range []struct {
+		name string
+		send []byte
+		want slog.Level
+	}{
+		{"nothing", nil, slog.LevelDebug},
+		{"one byte", []byte{0x01}, slog.LevelInfo},
+	} {
+		c, err := net.Dial("tcp", addrs[0].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(tt.send); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-ll.levels:
+			if got != tt.want {
+				t.Errorf("%s, then quiet: logged at %v, want %v", tt.name, got, tt.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s, then quiet: nothing logged", tt.name)
+		}
+		c.Close()
+	}
+}

@@ -261,3 +261,36 @@ func TestClientClosed(t *testing.T) {
 		}
 	})
 }
+
+// TestAckNamesSender: an id names a message together with its sender.
+// Bob's ack of Carol's message must not delete Alice's message to him
+// that has the same id and that he has not received yet.
+func TestAckNamesSender(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGateway(t, messaging.Config{MaxOnlineQueue: 1})
+		alice := g.raw(g.user("alice"))
+		carol := g.raw(g.user("carol"))
+		bobKey := g.user("bob")
+		id := [16]byte{7, 7, 7}
+		carol.send(msgFrame(messaging.Envelope{ID: id, Peer: "bob", Body: []byte("from carol")}))
+		carol.frames()
+		alice.send(msgFrame(messaging.Envelope{ID: id, Peer: "bob", Body: []byte("from alice")}))
+		alice.frames()
+		bob := g.raw(bobKey)
+		envs := envelopes(t, bob.frames())
+		if len(envs) != 1 || envs[0].Peer != "carol" {
+			t.Fatalf("bob received %+v, want carol's message alone (window 1)", envs)
+		}
+		bob.send(ackFrame(frame.AckDelivered, envs[0].ID))
+		synctest.Wait()
+		envs = envelopes(t, bob.frames())
+		if len(envs) != 1 || envs[0].Peer != "alice" || string(envs[0].Body) != "from alice" {
+			t.Fatalf("after acking carol's message, bob received %+v, want alice's", envs)
+		}
+		bob.send(ackFrame(frame.AckDelivered, envs[0].ID))
+		synctest.Wait()
+		if p := g.pending("bob"); len(p) != 0 {
+			t.Errorf("bob's inbox still holds %q", p)
+		}
+	})
+}

@@ -25,7 +25,7 @@ type Store interface {
 	UserByName(ctx context.Context, name string) (store.User, error)
 	Enqueue(ctx context.Context, m store.Message, quota int) (dup bool, err error)
 	Pending(ctx context.Context, userID int64, now time.Time, limit int) ([]store.Message, error)
-	Ack(ctx context.Context, userID int64, id [16]byte) (bool, error)
+	Ack(ctx context.Context, userID, fromID int64, id [16]byte) (bool, error)
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 }
 
@@ -343,7 +343,7 @@ func (s *Service) ServeSession(ctx context.Context, p Peer, c Conn) error {
 	lc := &lockedConn{c: c}
 	sub := s.hub.subscribe(p.UserID) // before the first inbox read, so nothing is missed
 	defer s.hub.unsubscribe(sub)
-	acked := make(chan struct{}, 1)
+	acked := make(chan [][16]byte, 4)
 	var wg sync.WaitGroup
 	var derr error
 	wg.Go(func() {
@@ -360,7 +360,7 @@ func (s *Service) ServeSession(ctx context.Context, p Peer, c Conn) error {
 }
 
 // read handles the frames the client sends.
-func (s *Service) read(ctx context.Context, p Peer, c Conn, acked chan<- struct{}) error {
+func (s *Service) read(ctx context.Context, p Peer, c Conn, acked chan<- [][16]byte) error {
 	for {
 		f, err := c.Recv(ctx)
 		if err != nil {
@@ -433,10 +433,12 @@ func (s *Service) submit(ctx context.Context, p Peer, c Conn, payload []byte) er
 	return nil
 }
 
-// ack deletes the messages a client acknowledged as delivered. The store
-// deletes only messages addressed to p, so a client cannot delete what it
-// was not sent.
-func (s *Service) ack(ctx context.Context, p Peer, c Conn, payload []byte, acked chan<- struct{}) error {
+// ack hands the ids a client acknowledged as delivered to the session's
+// delivery loop, which deletes the messages it delivered under those ids
+// (an id names a message only together with its sender; the Ack frame
+// carries ids alone). A client can so delete only what this session sent
+// it.
+func (s *Service) ack(ctx context.Context, p Peer, c Conn, payload []byte, acked chan<- [][16]byte) error {
 	a, err := frame.ParseAck(payload)
 	if err != nil {
 		return sendError(ctx, c, frame.ProblemBadRequest, nil, "malformed ack")
@@ -445,21 +447,36 @@ func (s *Service) ack(ctx context.Context, p Peer, c Conn, payload []byte, acked
 		s.log.Debug("ignoring ack", "kind", a.Kind, "user", p.User)
 		return nil
 	}
-	for _, id := range a.IDs {
-		if _, err := s.st.Ack(ctx, p.UserID, id); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			// The message stays in the inbox and is delivered again; the
-			// client suppresses the duplicate and acknowledges it again.
-			s.log.Warn("deleting an acknowledged message failed", "user", p.User, "err", err)
-		}
+	if len(a.IDs) == 0 {
+		return nil
 	}
 	select {
-	case acked <- struct{}{}:
-	default:
+	case acked <- a.IDs:
+	case <-ctx.Done():
 	}
 	return nil
+}
+
+// deleteAcked deletes from p's inbox the messages in inflight that the
+// client acknowledged by id, and forgets them.
+func (s *Service) deleteAcked(ctx context.Context, p Peer, ids [][16]byte, inflight map[msgKey]time.Time) {
+	for _, id := range ids {
+		for k := range inflight {
+			if k.id != id {
+				continue
+			}
+			if _, err := s.st.Ack(ctx, p.UserID, k.from, id); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				// The message stays in the inbox and is delivered again; the
+				// client suppresses the duplicate and acknowledges it again.
+				s.log.Warn("deleting an acknowledged message failed", "user", p.User, "err", err)
+				continue
+			}
+			delete(inflight, k)
+		}
+	}
 }
 
 // internal logs err and tells the client that the gateway failed.
@@ -478,7 +495,7 @@ type msgKey struct {
 }
 
 // deliver sends p's inbox to the session until ctx is done.
-func (s *Service) deliver(ctx context.Context, p Peer, c Conn, notify, acked <-chan struct{}) error {
+func (s *Service) deliver(ctx context.Context, p Peer, c Conn, notify <-chan struct{}, acked <-chan [][16]byte) error {
 	window := s.cfg.MaxOnlineQueue
 	inflight := make(map[msgKey]time.Time, window) // sent, not acknowledged: when last sent
 	timer := time.NewTimer(time.Hour)
@@ -510,7 +527,8 @@ func (s *Service) deliver(ctx context.Context, p Peer, c Conn, notify, acked <-c
 		case <-notify:
 			// With a full window, the new message waits for acks.
 			read = len(inflight) < window
-		case <-acked:
+		case ids := <-acked:
+			s.deleteAcked(ctx, p, ids, inflight)
 			read = true
 		case <-timer.C:
 			read = true

@@ -476,8 +476,8 @@ func (s *SQLite) Pending(ctx context.Context, userID int64, now time.Time, limit
 }
 
 // Ack implements Store.
-func (s *SQLite) Ack(ctx context.Context, userID int64, id [16]byte) (bool, error) {
-	n, err := s.exec(ctx, `UPDATE inbox SET delivered = 1, body = x'' WHERE id = ? AND to_user = ? AND delivered = 0`, id[:], userID)
+func (s *SQLite) Ack(ctx context.Context, userID, fromID int64, id [16]byte) (bool, error) {
+	n, err := s.exec(ctx, `UPDATE inbox SET delivered = 1, body = x'' WHERE id = ? AND from_user = ? AND to_user = ? AND delivered = 0`, id[:], fromID, userID)
 	if err != nil {
 		return false, wrap("ack", err)
 	}

@@ -126,7 +126,7 @@ type Store interface {
 	// reports whether there was one; it never touches another user's
 	// message. Implementations may keep a bodiless record of the message
 	// until it expires, for Enqueue's duplicate detection.
-	Ack(ctx context.Context, userID int64, id [16]byte) (bool, error)
+	Ack(ctx context.Context, userID, fromID int64, id [16]byte) (bool, error)
 
 	// PurgeExpired deletes messages (and records of acknowledged ones)
 	// that expire at or before now and returns how many it deleted.

@@ -353,7 +353,7 @@ func testEnqueueIdempotent(t *testing.T, open Opener) {
 		t.Errorf("Pending holds %d messages, want 1", n)
 	}
 	// Delivered and acknowledged, it is still a duplicate until it expires.
-	if ok, err := s.Ack(ctx, b.ID, m.ID); err != nil || !ok {
+	if ok, err := s.Ack(ctx, b.ID, m.From, m.ID); err != nil || !ok {
 		t.Fatalf("Ack = %v, %v", ok, err)
 	}
 	if dup, err := s.Enqueue(ctx, m, 0); err != nil || !dup {
@@ -384,7 +384,7 @@ func testQuota(t *testing.T, open Opener) {
 	enqueue(t, s, msg(b, a, "other inbox", T0), 2)
 	enqueue(t, s, msg(a, b, "unlimited", T0), 0)
 	first := pending(t, s, b, T0)[0]
-	if ok, err := s.Ack(ctx, b.ID, first.ID); err != nil || !ok {
+	if ok, err := s.Ack(ctx, b.ID, first.From, first.ID); err != nil || !ok {
 		t.Fatalf("Ack = %v, %v", ok, err)
 	}
 	_, err = s.Enqueue(ctx, msg(a, b, "4", T0), 2)
@@ -427,22 +427,30 @@ func testAck(t *testing.T, open Opener) {
 	c, _ := AddUser(t, s, "c")
 	m := msg(a, b, "for b", T0)
 	enqueue(t, s, m, 0)
+	// The same id from another sender is another message, which an ack
+	// of the first must leave alone.
+	same := msg(c, b, "also for b", T0)
+	same.ID = m.ID
+	enqueue(t, s, same, 0)
 	tests := []struct {
 		name string
 		user store.User
+		from int64
 		id   [16]byte
 		want bool
 		left int
 	}{
-		{"sender cannot ack", a, m.ID, false, 1},
-		{"stranger cannot ack", c, m.ID, false, 1},
-		{"unknown id", b, Rand16(), false, 1},
-		{"recipient acks", b, m.ID, true, 0},
-		{"second ack", b, m.ID, false, 0},
+		{"sender cannot ack", a, a.ID, m.ID, false, 2},
+		{"stranger cannot ack", c, a.ID, m.ID, false, 2},
+		{"unknown id", b, a.ID, Rand16(), false, 2},
+		{"wrong sender", b, b.ID, m.ID, false, 2},
+		{"recipient acks", b, a.ID, m.ID, true, 1},
+		{"second ack", b, a.ID, m.ID, false, 1},
+		{"the same id from the other sender", b, c.ID, m.ID, true, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := s.Ack(ctx, tt.user.ID, tt.id)
+			got, err := s.Ack(ctx, tt.user.ID, tt.from, tt.id)
 			if err != nil || got != tt.want {
 				t.Fatalf("Ack = %v, %v; want %v, nil", got, err, tt.want)
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -136,7 +137,7 @@ func newRegisterCmd() *cobra.Command {
 
 func newSendCmd() *cobra.Command {
 	var f clientFlags
-	var to string
+	var to, idHex string
 	cmd := &cobra.Command{
 		Use:   "send --to USER TEXT...",
 		Short: "Send a message (TEXT, or standard input when TEXT is -)",
@@ -156,6 +157,22 @@ func newSendCmd() *cobra.Command {
 			if len(body) > messaging.MaxBody {
 				return fmt.Errorf("message too long (%d bytes > %d)", len(body), messaging.MaxBody)
 			}
+			// The id makes a retry safe: the gateway stores an id from one
+			// sender once, and the recipient shows it once.
+			var id [16]byte
+			if idHex != "" {
+				b, err := hex.DecodeString(idHex)
+				if err != nil || len(b) != len(id) {
+					return fmt.Errorf("--id: want 32 hex digits, got %q", idHex)
+				}
+				copy(id[:], b)
+			} else if _, err := crand.Read(id[:]); err != nil {
+				return fmt.Errorf("send: %w", err)
+			}
+			idText := hex.EncodeToString(id[:])
+			unsure := func(err error) error {
+				return fmt.Errorf("send to %s: %w (not confirmed as stored: retry with --id %s, never twice without it)", to, err, idText)
+			}
 			cs, err := loadClient(f.state)
 			if err != nil {
 				return err
@@ -169,23 +186,25 @@ func newSendCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var id [16]byte
 			err = messagingSession(cmd.Context(), s, func(ctx context.Context, c *messaging.Client) error {
 				ctx, cancel := context.WithTimeout(ctx, f.timeout)
 				defer cancel()
-				var err error
-				id, err = c.Send(ctx, to, body)
-				return err
+				return c.SendEnvelope(ctx, messaging.Envelope{ID: id, Peer: to, Sent: time.Now(), Body: body})
 			})
-			if err != nil {
+			var refused *messaging.ProblemError
+			switch {
+			case errors.As(err, &refused): // a definite answer: nothing stored
 				return fmt.Errorf("send to %s: %w", to, gatewayError(err))
+			case err != nil:
+				return unsure(gatewayError(err))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "stored for %s (id %s)\n", to, hex.EncodeToString(id[:]))
+			fmt.Fprintf(cmd.OutOrStdout(), "stored for %s (id %s)\n", to, idText)
 			return nil
 		},
 	}
 	f.add(cmd)
 	cmd.Flags().StringVar(&to, "to", "", "the recipient's user name")
+	cmd.Flags().StringVar(&idHex, "id", "", "the message id (32 hex digits), to retry a send that was not confirmed without a duplicate")
 	return cmd
 }
 

@@ -390,6 +390,26 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("a retry with --id is stored once", func(t *testing.T) {
+		const id = "00112233445566778899aabbccddeeff"
+		for i := range 2 {
+			out := mustRun(t, o, bin, "send-id-"+strconv.Itoa(i), "send", "--state", aliceDir, "--to", "bob", "--id", id, "sent twice")
+			if !strings.Contains(out, id) {
+				t.Fatalf("send --id printed %q, want the id", out)
+			}
+		}
+		l := start(t, o, bin, "listen-id", "listen", "--state", bobDir, "--json", "--for", "3s")
+		if err := l.wait(t, 30*time.Second); err != nil {
+			t.Fatalf("listen: %v\n%s", err, l.stderr.String())
+		}
+		if msgs := parseMessages(t, l.stdout.String()); len(msgs) != 1 || msgs[0].Text != "sent twice" || msgs[0].ID != id {
+			t.Fatalf("bob got %+v, want the message once", msgs)
+		}
+		if _, err := run(t, o, bin, "send-bad-id", "send", "--state", aliceDir, "--to", "bob", "--id", "xyz", "hi"); err == nil {
+			t.Fatal("send --id xyz succeeded")
+		}
+	})
+
 	t.Run("ops endpoint", func(t *testing.T) {
 		i := strings.Index(gw.stdout.String(), "ops:       http://")
 		if i < 0 {

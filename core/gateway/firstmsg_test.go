@@ -36,29 +36,14 @@ func TestQuietConnectionLoggedAtDebug(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer gw.Wipe()
+	t.Cleanup(gw.Wipe)
 	ll := &levelLog{levels: make(chan slog.Level, 4)}
-	srv, err := gateway.New(gateway.Config{
+	addrs := serve(t, gateway.Config{
 		Static:           gw,
 		Endpoints:        []gateway.Endpoint{{Transport: tcp.New(), Addr: "127.0.0.1:0"}},
 		HandshakeTimeout: 200 * time.Millisecond,
 		Logger:           slog.New(ll),
 	}, new(echo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs, err := srv.Listen(ctx)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
 	for _, tt := range []struct {
 		name string
 		send []byte

@@ -50,11 +50,9 @@ func (e *echo) ServeSession(ctx context.Context, peer [32]byte, s *router.Sessio
 }
 
 type fixture struct {
-	gw     *handshake.StaticKey
-	addr   string
-	h      *echo
-	cancel context.CancelFunc
-	done   chan error
+	gw   *handshake.StaticKey
+	addr string
+	h    *echo
 }
 
 func startServer(t *testing.T, rate float64, burst int) *fixture {
@@ -63,13 +61,22 @@ func startServer(t *testing.T, rate float64, burst int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(gw.Wipe)
 	h := new(echo)
-	srv, err := gateway.New(gateway.Config{
+	addrs := serve(t, gateway.Config{
 		Static:    gw,
 		Endpoints: []gateway.Endpoint{{Transport: tcp.New(), Addr: "127.0.0.1:0"}},
 		Rate:      rate,
 		Burst:     burst,
 	}, h)
+	return &fixture{gw: gw, addr: addrs[0].String(), h: h}
+}
+
+// serve starts a gateway with cfg and h and runs it until the test ends,
+// when Run must return nil; it returns the bound addresses.
+func serve(t *testing.T, cfg gateway.Config, h gateway.Handler) []net.Addr {
+	t.Helper()
+	srv, err := gateway.New(cfg, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,16 +86,15 @@ func startServer(t *testing.T, rate float64, burst int) *fixture {
 		cancel()
 		t.Fatal(err)
 	}
-	f := &fixture{gw: gw, addr: addrs[0].String(), h: h, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- srv.Run(ctx) }()
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-f.done; err != nil {
+		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-		gw.Wipe()
 	})
-	return f
+	return addrs
 }
 
 func dial(t *testing.T, f *fixture, gwKey [32]byte) (*router.Session, *handshake.StaticKey, error) {

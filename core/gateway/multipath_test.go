@@ -125,26 +125,9 @@ func multiServer(t *testing.T, n int, rcfg router.Config) (*handshake.StaticKey,
 	for range n {
 		eps = append(eps, gateway.Endpoint{Transport: tcp.New(), Addr: "127.0.0.1:0"})
 	}
+	t.Cleanup(gw.Wipe)
 	h := new(counter)
-	srv, err := gateway.New(gateway.Config{Static: gw, Endpoints: eps, Rate: 100, Burst: 100, Router: rcfg}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs, err := srv.Listen(ctx)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		gw.Wipe()
-	})
+	addrs := serve(t, gateway.Config{Static: gw, Endpoints: eps, Rate: 100, Burst: 100, Router: rcfg}, h)
 	var ieps []invite.Endpoint
 	for _, a := range addrs {
 		ieps = append(ieps, invite.Endpoint{Transport: "tcp", Addr: a.String()})

@@ -134,26 +134,14 @@ func openingLengthsDiffer(t *testing.T, srvT, cliT transport.Transport) {
 	}
 	prof := padding.New(seed)
 	gw, _ := handshake.GenerateStatic()
-	defer gw.Wipe()
+	t.Cleanup(gw.Wipe)
 	srvRec := &recorder{Transport: srvT}
-	srv, err := gateway.New(gateway.Config{
+	addrs := serve(t, gateway.Config{
 		Static:    gw,
 		Endpoints: []gateway.Endpoint{{Transport: srvRec, Addr: "127.0.0.1:0"}},
 		Pad:       prof.Handshake,
 		Router:    router.Config{Pad: prof.Record},
 	}, new(echo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs, err := srv.Listen(ctx)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
 
 	cliRec := &recorder{Transport: cliT}
 	reg := new(transport.Registry)

@@ -133,9 +133,13 @@ func (k *keys) certMACOf(random, spki []byte) []byte {
 // at most once. It holds at most max entries: when full, it forgets the
 // entry accepted first and from then on refuses every hello whose
 // timestamp is not newer than that entry's (floor), so that eviction
-// never reopens a replay; under such a flood, honest clients within the
-// same second may be refused once and redial. It is safe for concurrent
-// use.
+// never reopens a replay. The cost of that choice falls on availability:
+// someone holding an invite who floods the cache with hellos stamped at
+// the far end of the skew window (now+MaxSkew) raises the floor there,
+// and every honest hello is then refused (and relayed to the cover) until
+// the flood stops and its timestamps pass, about MaxSkew later. Keeping
+// that up takes max hellos per MaxSkew (about 550 a second at the
+// defaults). It is safe for concurrent use.
 type replayCache struct {
 	mu    sync.Mutex
 	max   int

@@ -73,11 +73,26 @@
 // # What a censor can still see
 //
 //   - Active probes get the cover site: every unauthenticated byte goes
-//     there, including replays of a recorded hello (the cover answers a
-//     ServerHello nobody can continue). The extra hop adds the gateway-to-
-//     cover round trip to the probe's timings, and a probe that
-//     stops mid-record gets the cover's behaviour only once the gateway's
-//     10 s read timeout passes.
+//     there, including replays of a recorded hello that arrive after the
+//     original (the cover answers a ServerHello nobody can continue). A
+//     censor inline on the path can instead hold the client's hello back
+//     and send a copy first: the copy then gets the gateway's ServerHello
+//     and the client is relayed. The replay cache lives in memory: a hello
+//     recorded shortly before the gateway restarts is accepted once more
+//     after it. The extra hop adds the gateway-to-cover round trip to the
+//     probe's timings, and a probe that stops mid-record gets the cover's
+//     behaviour only once the gateway's 10 s read timeout passes.
+//   - Capacity differs from the cover's: at most 1024 connections are read
+//     and verified at once (beyond that they wait in the kernel's
+//     backlog, so one-byte connections held open can stall new ones for
+//     the 10 s timeout), and at most 1024 are relayed at once (beyond
+//     that, an unauthenticated connection is closed unanswered). A relay
+//     whose one direction ended gets 60 s more, as the kernel gives a
+//     half-closed connection. A censor that opens that many connections
+//     can tell, and delays clients meanwhile.
+//   - Anyone holding an invite can, by flooding hellos, make the replay
+//     cache refuse honest clients for a couple of minutes (see
+//     replayCache).
 //   - The gateway's ServerHello (cipher suite, key-share group, extension
 //     set) is Go crypto/tls's, not the cover's server's. Everything after
 //     it is encrypted, including the certificate, but record sizes are not

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -705,5 +706,47 @@ func TestFactoryWithHello(t *testing.T) {
 	exchange(t, c, s)
 	if _, err := FactoryWithHello(h)(transport.Params{"pbk": pub["pbk"], "sni": coverName, "fp": "netscape"}); !errors.Is(err, transport.ErrBadParams) {
 		t.Errorf("bad fp with an override: %v", err)
+	}
+}
+
+// TestSilentProberFreesRelay: a prober that reads the cover's answer to
+// its end and then stays silent holds its relay slot only relayLinger
+// longer, as the kernel holds a half-closed connection; before, it held
+// it for ever, and 1024 of them made the gateway stop answering probes
+// that the cover answers.
+func TestSilentProberFreesRelay(t *testing.T) {
+	old := relayLinger
+	relayLinger = 200 * time.Millisecond
+	t.Cleanup(func() { relayLinger = old })
+	cv := newCover(t)
+	_, server, _ := setup(t, cv, nil)
+	ln := listen(t, server)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("GET /")) // crypto/tls answers plain HTTP with a 400, then closes
+	if resp, _ := io.ReadAll(c); !bytes.Contains(resp, []byte("400")) {
+		t.Fatalf("the cover answered %q", resp)
+	}
+	// Silent from here on. The relay must end and give its slot back.
+	l := ln.(*listener)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(l.relays) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d relays still held 20 s after the cover closed", len(l.relays))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestWithoutAddrs(t *testing.T) {
+	err := fmt.Errorf("%w: %w", errSpent, &net.OpError{Op: "write", Net: "tcp",
+		Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 2},
+		Err: syscall.ECONNRESET})
+	got := withoutAddrs(err).Error()
+	if strings.Contains(got, "127.0.0.2") || strings.Contains(got, "127.0.0.1") || !strings.Contains(got, "connection reset") {
+		t.Fatalf("withoutAddrs = %q", got)
 	}
 }

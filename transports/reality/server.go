@@ -153,7 +153,7 @@ func (l *listener) handle(c net.Conn) {
 			return
 		case errors.Is(err, errSpent):
 			c.Close()
-			l.cfg.Logger.Debug("authenticated client failed the tls handshake", "err", err)
+			l.cfg.Logger.Debug("authenticated client failed the tls handshake", "err", withoutAddrs(err))
 			return
 		}
 	}
@@ -308,9 +308,35 @@ func (l *listener) relay(c net.Conn, buffered []byte) {
 		return
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { pipe(cover, c) })
-	pipe(c, cover)
+	ended := make(chan struct{}, 2)
+	wg.Go(func() { pipe(cover, c); ended <- struct{}{} })
+	wg.Go(func() { pipe(c, cover); ended <- struct{}{} })
+	select {
+	case <-ended:
+		// One direction is over: the other gets relayLinger more, as the
+		// kernel gives a half-closed connection, so that a prober that
+		// stays silent after the cover closed holds no relay slot for
+		// ever (the cover's own socket would be long gone).
+		deadline := time.Now().Add(relayLinger)
+		c.SetDeadline(deadline)     //nolint:errcheck // a closed connection needs none
+		cover.SetDeadline(deadline) //nolint:errcheck // likewise
+	case <-l.ctx.Done():
+	}
 	wg.Wait()
+}
+
+// relayLinger is how long a relay's other direction may go on once one
+// direction ended: Linux's default tcp_fin_timeout. A variable for tests.
+var relayLinger = 60 * time.Second
+
+// withoutAddrs drops the addresses a *net.OpError puts into its text:
+// peer addresses are never logged.
+func withoutAddrs(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return fmt.Errorf("%s: %w", op.Op, op.Err)
+	}
+	return err
 }
 
 // pipe copies src to dst until src ends, then half-closes dst. On an

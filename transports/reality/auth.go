@@ -133,13 +133,13 @@ func (k *keys) certMACOf(random, spki []byte) []byte {
 // at most once. It holds at most max entries: when full, it forgets the
 // entry accepted first and from then on refuses every hello whose
 // timestamp is not newer than that entry's (floor), so that eviction
-// never reopens a replay. The cost of that choice falls on availability:
-// someone holding an invite who floods the cache with hellos stamped at
-// the far end of the skew window (now+MaxSkew) raises the floor there,
-// and every honest hello is then refused (and relayed to the cover) until
-// the flood stops and its timestamps pass, about MaxSkew later. Keeping
-// that up takes max hellos per MaxSkew (about 550 a second at the
-// defaults). It is safe for concurrent use.
+// never reopens a replay. The floor never passes the second before the
+// present: a flood stamped at the far end of the skew window (which
+// anyone holding an invite can send) would otherwise raise it there and
+// lock every honest client out for minutes. The cost is that an entry
+// evicted while its timestamp is still ahead of that second is open to
+// replay, which takes max verified hellos within about a second. It is
+// safe for concurrent use.
 type replayCache struct {
 	mu    sync.Mutex
 	max   int
@@ -178,7 +178,13 @@ func (r *replayCache) check(id []byte, ts, now time.Time) bool {
 	}
 	for len(r.order) >= r.max {
 		first := r.order[0]
-		r.floor = max(r.floor, r.seen[first])
+		// The floor never passes the second before now: hellos stamped
+		// later (clocks ahead, or a flood stamped at the window's far
+		// end) would otherwise raise it above every honest hello for
+		// up to the whole skew. An entry evicted while still stamped
+		// after that second could be replayed; at the cache's size that
+		// takes a flood far beyond what the gateway can verify.
+		r.floor = max(r.floor, min(r.seen[first], now.Unix()-1))
 		delete(r.seen, first)
 		r.order = r.order[1:]
 	}

@@ -158,6 +158,31 @@ func TestReplayCache(t *testing.T) {
 			}
 		})
 	})
+	t.Run("a flood stamped ahead does not lock clients out", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			r := newReplayCache(100, 2*time.Minute)
+			now := time.Now()
+			honest := now.Add(-5 * time.Second)
+			if !r.check(id(200), honest, now) {
+				t.Fatal("honest hello refused")
+			}
+			// 300 hellos stamped at the far end of the window (someone
+			// holding an invite): they evict everything, the honest hello
+			// too, and one another.
+			for i := range 300 {
+				k := bytes.Repeat([]byte{byte(i), byte(i >> 8), 7}, sessionIDLen/3+1)[:sessionIDLen]
+				if !r.check(k, now.Add(2*time.Minute), now) {
+					t.Fatalf("flood hello %d refused", i)
+				}
+			}
+			if !r.check(id(201), now, now) {
+				t.Error("an honest hello stamped now refused after the flood")
+			}
+			if r.check(id(200), honest, now) {
+				t.Error("the evicted honest hello replayed")
+			}
+		})
+	})
 }
 
 // TestDecodePublicKey covers the pbk encoding.

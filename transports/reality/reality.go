@@ -90,9 +90,10 @@
 //     whose one direction ended gets 60 s more, as the kernel gives a
 //     half-closed connection. A censor that opens that many connections
 //     can tell, and delays clients meanwhile.
-//   - Anyone holding an invite can, by flooding hellos, make the replay
-//     cache refuse honest clients for a couple of minutes (see
-//     replayCache).
+//   - The replay cache holds 65536 hellos. A flood that evicts a hello
+//     within about a second of its timestamp (far more hellos than the
+//     gateway can verify in that time) would let that hello be replayed
+//     (see replayCache).
 //   - The gateway's ServerHello (cipher suite, key-share group, extension
 //     set) is Go crypto/tls's, not the cover's server's. Everything after
 //     it is encrypted, including the certificate, but record sizes are not

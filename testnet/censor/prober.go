@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -153,6 +154,16 @@ type Prober struct {
 	mu   sync.Mutex
 	rnd  *rand.Rand
 	seen map[netip.AddrPort]time.Time
+
+	busy atomic.Bool // Run is handling a suspect
+}
+
+// Idle reports whether the prober has nothing to do: it is not handling
+// a suspect and t holds none waiting. A suspect Run has just taken may
+// not show for an instant; a caller that waits for the prober checks
+// twice, some time apart.
+func (p *Prober) Idle(t ProbeTarget) bool {
+	return !p.busy.Load() && len(t.Suspects()) == 0
 }
 
 // NewProber returns a prober that dials with dial.
@@ -191,37 +202,47 @@ func (p *Prober) Run(ctx context.Context, t ProbeTarget) error {
 		case <-ctx.Done():
 			return nil
 		case s := <-t.Suspects():
-			if !p.due(s.Server) {
-				continue
-			}
-			if p.cfg.Delay > 0 {
-				tm := time.NewTimer(p.cfg.Delay)
-				select {
-				case <-ctx.Done():
-					tm.Stop()
-					return nil
-				case <-tm.C:
-				}
-			}
-			rep := p.Probe(ctx, s)
+			p.busy.Store(true)
+			p.handle(ctx, t, s)
+			p.busy.Store(false)
 			if ctx.Err() != nil {
 				return nil
 			}
-			now := p.now()
-			detail := map[string]string{"verdict": "clean", "reason": rep.Reason}
-			if rep.Proxy {
-				detail["verdict"] = "proxy"
-			}
-			for _, r := range rep.Results {
-				detail[r.Name] = string(r.Reaction)
-			}
-			t.Record(Event{Time: now.UTC(), Rule: s.Rule, Action: EventProbeResult, Proto: "tcp",
-				Client: s.Client.String(), Server: s.Server.String(), Detail: detail})
-			if rep.Proxy {
-				t.Block(now, ResidualKey{Kind: ResidualServer, Proto: packet.ProtoTCP, Server: s.Server},
-					p.cfg.Block, s.Rule, map[string]string{"reason": rep.Reason})
-			}
 		}
+	}
+}
+
+// handle probes suspect s if it is due and records the verdict.
+func (p *Prober) handle(ctx context.Context, t ProbeTarget, s Suspect) {
+	if !p.due(s.Server) {
+		return
+	}
+	if p.cfg.Delay > 0 {
+		tm := time.NewTimer(p.cfg.Delay)
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return
+		case <-tm.C:
+		}
+	}
+	rep := p.Probe(ctx, s)
+	if ctx.Err() != nil {
+		return
+	}
+	now := p.now()
+	detail := map[string]string{"verdict": "clean", "reason": rep.Reason}
+	if rep.Proxy {
+		detail["verdict"] = "proxy"
+	}
+	for _, r := range rep.Results {
+		detail[r.Name] = string(r.Reaction)
+	}
+	t.Record(Event{Time: now.UTC(), Rule: s.Rule, Action: EventProbeResult, Proto: "tcp",
+		Client: s.Client.String(), Server: s.Server.String(), Detail: detail})
+	if rep.Proxy {
+		t.Block(now, ResidualKey{Kind: ResidualServer, Proto: packet.ProtoTCP, Server: s.Server},
+			p.cfg.Block, s.Rule, map[string]string{"reason": rep.Reason})
 	}
 }
 

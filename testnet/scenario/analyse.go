@@ -36,7 +36,9 @@ func (r *runner) deliveries() map[string][]time.Time {
 }
 
 // drain waits, up to the scenario's Drain, until every message the
-// gateway stored was delivered or every listener ended.
+// gateway stored was delivered (or every listener ended) and the active
+// prober, if any, has judged every server it was handed: its verdicts
+// belong to the run's censor log.
 func (r *runner) drain(ctx context.Context) {
 	r.chatStored()
 	d := r.s.Drain
@@ -47,6 +49,7 @@ func (r *runner) drain(ctx context.Context) {
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	idleBefore := r.prober == nil
 	for {
 		del := r.deliveries()
 		r.mu.Lock()
@@ -63,9 +66,13 @@ func (r *runner) drain(ctx context.Context) {
 			}
 		}
 		r.mu.Unlock()
-		if waiting == 0 || running == 0 {
+		// The prober shows idle twice in a row, a tick apart: a suspect
+		// it has just taken may not show for an instant.
+		idle := r.prober == nil || r.prober.Idle(r.eng)
+		if (waiting == 0 || running == 0) && idle && idleBefore {
 			return
 		}
+		idleBefore = idle
 		select {
 		case <-tick.C:
 		case <-deadline.C:

@@ -62,20 +62,21 @@ type user struct {
 
 // runner is one run in progress.
 type runner struct {
-	s     *Scenario
-	opt   Options
-	dir   string
-	log   *slog.Logger
-	net   *topology.Net
-	eng   *censor.Engine
-	prof  *censor.Profile
-	elog  string
-	svc   services
-	gw    *Gateway
-	gwDir string
-	users map[string]user
-	t0    time.Time
-	setup time.Time
+	prober *censor.Prober // the active prober, if the profile has one
+	s      *Scenario
+	opt    Options
+	dir    string
+	log    *slog.Logger
+	net    *topology.Net
+	eng    *censor.Engine
+	prof   *censor.Profile
+	elog   string
+	svc    services
+	gw     *Gateway
+	gwDir  string
+	users  map[string]user
+	t0     time.Time
+	setup  time.Time
 
 	censorSeed uint64
 	cleanups   []func()
@@ -445,5 +446,6 @@ func (r *runner) startServices(ctx context.Context) error {
 		return r.net.Dial(ctx, ph.Name, network, addr)
 	}, r.censorSeed^0x70726f6265) // "probe"
 	r.svc.wg.Go(func() { pr.Run(ctx, r.eng) })
+	r.prober = pr
 	return nil
 }

@@ -29,8 +29,8 @@ func (l *levelLog) Handle(_ context.Context, r slog.Record) error {
 
 // TestQuietConnectionLoggedAtDebug: a connection that sends nothing before
 // the handshake timeout (what a client's race leaves behind on a
-// datagram transport, which sends no close) is a debug line; one that
-// sends a byte, then nothing, stays an info line.
+// datagram transport, which sends no close) or before it closes is a
+// debug line; one that sends a byte, then nothing, stays an info line.
 func TestQuietConnectionLoggedAtDebug(t *testing.T) {
 	gw, err := handshake.GenerateStatic()
 	if err != nil {
@@ -45,12 +45,14 @@ func TestQuietConnectionLoggedAtDebug(t *testing.T) {
 		Logger:           slog.New(ll),
 	}, new(echo))
 	for _, tt := range []struct {
-		name string
-		send []byte
-		want slog.Level
+		name  string
+		send  []byte
+		close bool
+		want  slog.Level
 	}{
-		{"nothing", nil, slog.LevelDebug},
-		{"one byte", []byte{0x01}, slog.LevelInfo},
+		{"nothing, then quiet", nil, false, slog.LevelDebug},
+		{"nothing, then closed", nil, true, slog.LevelDebug},
+		{"one byte, then quiet", []byte{0x01}, false, slog.LevelInfo},
 	} {
 		c, err := net.Dial("tcp", addrs[0].String())
 		if err != nil {
@@ -59,13 +61,16 @@ func TestQuietConnectionLoggedAtDebug(t *testing.T) {
 		if _, err := c.Write(tt.send); err != nil {
 			t.Fatal(err)
 		}
+		if tt.close {
+			c.Close()
+		}
 		select {
 		case got := <-ll.levels:
 			if got != tt.want {
-				t.Errorf("%s, then quiet: logged at %v, want %v", tt.name, got, tt.want)
+				t.Errorf("%s: logged at %v, want %v", tt.name, got, tt.want)
 			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("%s, then quiet: nothing logged", tt.name)
+			t.Fatalf("%s: nothing logged", tt.name)
 		}
 		c.Close()
 	}

@@ -249,12 +249,6 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// isTimeout reports whether err says a deadline passed.
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.Is(err, transport.ErrTimeout) || errors.As(err, &t) && t.Timeout()
-}
-
 type prefixConn struct {
 	net.Conn
 	r io.Reader
@@ -272,13 +266,13 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, c
 	stopped := stop()
 	conn.SetReadDeadline(time.Time{})
 	if err != nil || !stopped {
-		// A connection that ends, or goes quiet, before its first byte is
-		// what a client's race of transports leaves behind at every
-		// connect (a datagram transport such as kcp has no close to send)
-		// and what a port scan looks like: worth a debug line, not an info
-		// one.
+		// A connection that ends before its first byte, however (closed,
+		// reset, aborted as quic does when a client exits, or gone quiet
+		// as kcp does, which has no close to send), is what a client's
+		// race of transports leaves behind at every connect, and what a
+		// port scan looks like: worth a debug line, not an info one.
 		level := slog.LevelInfo
-		if cr.n == 0 && (errors.Is(err, io.EOF) || isTimeout(err)) {
+		if cr.n == 0 {
 			level = slog.LevelDebug
 		}
 		log.Log(ctx, level, "first message failed", "err", err, s.peerAttr(conn))

@@ -223,27 +223,21 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 // BenchmarkTransportGoodput is BenchmarkGoodput for the camouflage
 // transports, each in-process and as a plugin.
-func BenchmarkTransportGoodput(b *testing.B) {
-	sides := camouflageSides(b)
-	for _, c := range camouflage {
-		for _, side := range sides[c.name] {
-			b.Run(c.name+"/"+side.name, func(b *testing.B) {
-				cc, sc := benchPair(b, side.client, side.server)
-				benchGoodput(b, cc, sc)
-			})
-		}
-	}
-}
+func BenchmarkTransportGoodput(b *testing.B) { benchCamouflage(b, benchGoodput) }
 
 // BenchmarkTransportRoundTrip is BenchmarkRoundTrip for the camouflage
 // transports, each in-process and as a plugin.
-func BenchmarkTransportRoundTrip(b *testing.B) {
+func BenchmarkTransportRoundTrip(b *testing.B) { benchCamouflage(b, benchRoundTrip) }
+
+// benchCamouflage runs bench over a connected pair of every side of every
+// camouflage transport.
+func benchCamouflage(b *testing.B, bench func(b *testing.B, c, s net.Conn)) {
 	sides := camouflageSides(b)
 	for _, c := range camouflage {
 		for _, side := range sides[c.name] {
 			b.Run(c.name+"/"+side.name, func(b *testing.B) {
 				cc, sc := benchPair(b, side.client, side.server)
-				benchRoundTrip(b, cc, sc)
+				bench(b, cc, sc)
 			})
 		}
 	}

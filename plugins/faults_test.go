@@ -34,6 +34,22 @@ func currentGen(t testing.TB, h *Host, name string) *generation {
 	return g
 }
 
+// checkCutOff checks that generation old of plugin name was cut off for a
+// reason containing want, and restarted once.
+func checkCutOff(t testing.TB, h *Host, old *generation, name, want string) {
+	t.Helper()
+	if reason := old.deathReason(); !strings.Contains(reason.Error(), want) {
+		t.Errorf("cut off for %q, want %q", reason, want)
+	}
+	st, err := h.Stats(testCtx(t), name)
+	if err != nil {
+		t.Fatalf("Stats: %v", err)
+	}
+	if st.Restarts != 1 {
+		t.Errorf("Restarts = %d, want 1", st.Restarts)
+	}
+}
+
 // echoServer accepts connections on ln and echoes each until ln closes.
 func echoServer(t testing.TB, ln transport.Listener) {
 	t.Helper()
@@ -254,17 +270,7 @@ func TestGarbage(t *testing.T) {
 				t.Errorf("Dial = %v; want transport.ErrRefused", err)
 			}
 			t.Logf("Dial: %v", err)
-			reason := old.deathReason()
-			if !strings.Contains(reason.Error(), tt.want) {
-				t.Errorf("cut off for %q, want %q", reason, tt.want)
-			}
-			st, err := h.Stats(ctx, tt.mode)
-			if err != nil {
-				t.Fatalf("Stats: %v", err)
-			}
-			if st.Restarts != 1 {
-				t.Errorf("Restarts = %d, want 1", st.Restarts)
-			}
+			checkCutOff(t, h, old, tt.mode, tt.want)
 		})
 	}
 	roundTrip(t, other, "undisturbed")

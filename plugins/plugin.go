@@ -717,20 +717,23 @@ func (g *generation) send(t ctl.Type, id uint64) error {
 // stream, after handling every control message already received, and
 // why the control socket ended if it did.
 func (g *generation) cleanEOF(id uint64) (bool, error) {
-	err := g.ctl.Sync()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	f := g.flows[id]
-	return f != nil && f.eof, err
+	return g.announced(id, func(f *hostFlow) bool { return f.eof })
 }
 
 // cleanDgramEOF is cleanEOF for the end of flow id's datagrams.
 func (g *generation) cleanDgramEOF(id uint64) (bool, error) {
+	return g.announced(id, func(f *hostFlow) bool { return f.dgramEOF })
+}
+
+// announced reports what end reads from flow id's state once every
+// control message already received is handled, and why the control
+// socket ended if it did.
+func (g *generation) announced(id uint64, end func(*hostFlow) bool) (bool, error) {
 	err := g.ctl.Sync()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	f := g.flows[id]
-	return f != nil && f.dgramEOF, err
+	return f != nil && end(f), err
 }
 
 func (g *generation) health(ctx context.Context) error {

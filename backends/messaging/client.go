@@ -24,7 +24,8 @@ type SeenStore interface {
 type ClientConfig struct {
 	// Inbox is how many received messages wait for Listen. A message that
 	// finds it full is dropped unacknowledged; the gateway sends it again
-	// after its redelivery timeout or on the next session. If zero, 64.
+	// after its redelivery timeout or on the next session. If zero,
+	// DefaultMaxOnlineQueue, the gateway's default window.
 	Inbox int
 	// Now is the clock for Envelope.Sent and seen records. If nil,
 	// time.Now.
@@ -69,7 +70,7 @@ type regResult struct {
 // NewClient returns a Client on session c. A nil log discards.
 func NewClient(c Conn, cfg ClientConfig, log *slog.Logger) *Client {
 	if cfg.Inbox <= 0 {
-		cfg.Inbox = 64
+		cfg.Inbox = DefaultMaxOnlineQueue // the gateway's window: nothing it sends is dropped here
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -170,9 +170,6 @@ func newSendCmd() *cobra.Command {
 				return fmt.Errorf("send: %w", err)
 			}
 			idText := hex.EncodeToString(id[:])
-			unsure := func(err error) error {
-				return fmt.Errorf("send to %s: %w (not confirmed as stored: retry with --id %s, never twice without it)", to, err, idText)
-			}
 			cs, err := loadClient(f.state)
 			if err != nil {
 				return err
@@ -196,7 +193,7 @@ func newSendCmd() *cobra.Command {
 			case errors.As(err, &refused): // a definite answer: nothing stored
 				return fmt.Errorf("send to %s: %w", to, gatewayError(err))
 			case err != nil:
-				return unsure(gatewayError(err))
+				return fmt.Errorf("send to %s: %w (not confirmed as stored: retry with --id %s, never twice without it)", to, gatewayError(err), idText)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "stored for %s (id %s)\n", to, idText)
 			return nil

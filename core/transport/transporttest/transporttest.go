@@ -55,10 +55,13 @@ const guard = 2 * time.Minute
 // registers with t.Cleanup whatever must be released after the subtest.
 //
 // Run must not be called from a parallel test: it checks for leaked
-// goroutines against the set running when it started.
-func Run(t *testing.T, mk func(t *testing.T) (client transport.Transport, server transport.Transport, listenAddr string)) {
+// goroutines against the set running when it started. ignore names
+// goroutines that are not the transport's but may start after Run does
+// (those of a process the transport runs in, owned and checked by the
+// caller).
+func Run(t *testing.T, mk func(t *testing.T) (client transport.Transport, server transport.Transport, listenAddr string), ignore ...goleak.Option) {
 	t.Helper()
-	baseline := goleak.IgnoreCurrent()
+	baseline := append([]goleak.Option{goleak.IgnoreCurrent()}, ignore...)
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, e *env)
@@ -78,7 +81,7 @@ func Run(t *testing.T, mk func(t *testing.T) (client transport.Transport, server
 			tt.fn(t, newEnv(t, mk))
 		})
 	}
-	goleak.VerifyNone(t, baseline)
+	goleak.VerifyNone(t, baseline...)
 }
 
 // env is one subtest's transports, listener and connections.

@@ -57,6 +57,17 @@ var camouflage = []struct {
 	{kcp.Name, kcp.Factory, kcp.ServerFactory},
 }
 
+// inprocessRegistry returns a registry of the camouflage transports
+// in-process.
+func inprocessRegistry() *transport.Registry {
+	r := new(transport.Registry)
+	for _, c := range camouflage {
+		r.Register(c.name, c.client)
+		r.RegisterServer(c.name, c.server)
+	}
+	return r
+}
+
 // camouflageSides returns, for each camouflage transport, the transport
 // in-process and as a plugin (both ends through one host), configured
 // alike, to be measured in the same run. only, if not empty, keeps the
@@ -64,12 +75,10 @@ var camouflage = []struct {
 func camouflageSides(b *testing.B, only ...string) map[string][]side {
 	b.Helper()
 	keep := func(name string) bool { return len(only) == 0 || slices.Contains(only, name) }
-	inproc := new(transport.Registry)
+	inproc := inprocessRegistry()
 	bins := map[string]string{}
 	for _, c := range camouflage {
 		if keep(c.name) {
-			inproc.Register(c.name, c.client)
-			inproc.RegisterServer(c.name, c.server)
 			bins[c.name] = buildPlugin(b, c.name, "./cmd/commucat-transport-"+c.name)
 		}
 	}
@@ -174,6 +183,16 @@ func benchRoundTrip(b *testing.B, c, s net.Conn) {
 		defer close(done)
 		io.Copy(s, s) //nolint:errcheck // ends with the connection
 	}()
+	roundTrips(b, c)
+	c.Close()
+	s.Close()
+	<-done
+}
+
+// roundTrips sends b.N 64-byte requests over c, each once the echo of the
+// one before has come back, and reports the median and 99th percentile
+// of the round trips besides the mean.
+func roundTrips(b *testing.B, c net.Conn) {
 	buf := make([]byte, 64)
 	rtts := make([]time.Duration, b.N)
 	b.ResetTimer()
@@ -193,9 +212,6 @@ func benchRoundTrip(b *testing.B, c, s net.Conn) {
 	slices.Sort(rtts)
 	b.ReportMetric(float64(rtts[len(rtts)/2])/1e3, "p50-µs")
 	b.ReportMetric(float64(rtts[len(rtts)*99/100])/1e3, "p99-µs")
-	c.Close()
-	s.Close()
-	<-done
 }
 
 // BenchmarkGoodput moves one stream of 64 KiB writes: tcp in-process,

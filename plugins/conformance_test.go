@@ -54,13 +54,22 @@ func realitySides(t testing.TB, r *transport.Registry) (client, server transport
 // server from sreg.
 func realitySidesOver(t testing.TB, creg, sreg *transport.Registry) (client, server transport.Transport) {
 	t.Helper()
+	cover := newCover()
+	t.Cleanup(cover.Close)
+	return serverAndClientOver(t, creg, sreg, "reality", realityParams(cover.Listener.Addr().String()))
+}
+
+// newCover starts an HTTPS server on loopback for reality to borrow.
+func newCover() *httptest.Server {
 	cover := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "cover\n")
 	}))
 	cover.Config.ErrorLog = log.New(io.Discard, "", 0)
 	cover.StartTLS()
-	t.Cleanup(cover.Close)
-	return serverAndClientOver(t, creg, sreg, "reality", transport.Params{
-		"dest": cover.Listener.Addr().String(), "sni": "example.com", "sid": "0123456789abcdef",
-	})
+	return cover
+}
+
+// realityParams are a reality server's parameters with the cover at dest.
+func realityParams(dest string) transport.Params {
+	return transport.Params{"dest": dest, "sni": "example.com", "sid": "0123456789abcdef"}
 }

@@ -29,6 +29,10 @@ func TestMain(m *testing.M) {
 		runHostHelper(dir)
 		return
 	}
+	if name := os.Getenv(peerEnv); name != "" {
+		runPeer(name, os.Getenv(peerPluginsEnv))
+		return
+	}
 	dir, err := os.MkdirTemp("", "commucat-plugins-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -28,6 +28,14 @@ type HandshakeConfig struct {
 	// queue has taken it. Beyond it, new connections wait in the
 	// kernel's backlog. If zero, 64.
 	MaxHandshakes int
+	// MaxPerSource bounds the handshakes in flight from one source (see
+	// SourceLimit) once more than half of MaxHandshakes are taken, so
+	// that one host holding connections open cannot take every slot;
+	// a connection beyond it is then closed at once. If zero, a
+	// sixteenth of MaxHandshakes, at least 1; if negative, there is no
+	// bound (for a listener whose every connection comes from one local
+	// proxy).
+	MaxPerSource int
 	// QueueLen bounds the handshaken connections waiting for Accept. If
 	// zero, 64.
 	QueueLen int
@@ -66,6 +74,7 @@ type HandshakeListener struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	sem    chan struct{} // slots for handshakes in flight
+	perSrc *SourceLimit  // handshakes in flight per source
 	ready  chan net.Conn // handshaken connections waiting for Accept
 
 	stopped chan struct{} // closed when ln fails for good before Close
@@ -90,6 +99,10 @@ func NewHandshakeListener(ln net.Listener, cfg HandshakeConfig) *HandshakeListen
 	if queue <= 0 {
 		queue = defaultQueueLen
 	}
+	perSrc := cfg.MaxPerSource
+	if perSrc == 0 {
+		perSrc = max(1, maxHS/16)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -104,6 +117,7 @@ func NewHandshakeListener(ln net.Listener, cfg HandshakeConfig) *HandshakeListen
 		ctx:     ctx,
 		cancel:  cancel,
 		sem:     make(chan struct{}, maxHS),
+		perSrc:  NewSourceLimit(perSrc),
 		ready:   make(chan net.Conn, queue),
 		stopped: make(chan struct{}),
 	}
@@ -151,14 +165,22 @@ func (l *HandshakeListener) acceptLoop() {
 			<-l.sem
 			return
 		}
-		l.wg.Go(func() { l.handshake(raw) })
+		release, ok := l.perSrc.Take(raw.RemoteAddr(), 2*len(l.sem) > cap(l.sem))
+		if !ok {
+			// Slots are scarce and its source holds its share.
+			raw.Close()
+			<-l.sem
+			continue
+		}
+		l.wg.Go(func() { l.handshake(raw, release) })
 	}
 }
 
 // handshake runs the handshake on raw and queues the connection for
-// Accept. It gives back raw's slot when it returns.
-func (l *HandshakeListener) handshake(raw net.Conn) {
+// Accept. It gives back raw's slots when it returns.
+func (l *HandshakeListener) handshake(raw net.Conn, release func()) {
 	defer func() { <-l.sem }()
+	defer release()
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if l.timeout > 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -151,7 +152,7 @@ func TestHandshakeListenerAccept(t *testing.T) {
 // its slot.
 func TestHandshakeListenerBound(t *testing.T) {
 	g := newGreeter()
-	l := listenHS(t, g, transport.HandshakeConfig{MaxHandshakes: 2})
+	l := listenHS(t, g, transport.HandshakeConfig{MaxHandshakes: 2, MaxPerSource: -1})
 	stalled := []net.Conn{dialHS(t, l), dialHS(t, l)}
 	waitStarted(t, g, 2)
 	c := dialHS(t, l)
@@ -177,6 +178,113 @@ func TestHandshakeListenerBound(t *testing.T) {
 	}
 	if p := g.peak.Load(); p > 2 {
 		t.Errorf("%d handshakes ran at once, want at most 2", p)
+	}
+}
+
+// TestHandshakeListenerPerSource checks that a source may take slots
+// while they are plenty, that once they are scarce a source holding its
+// share gets further connections closed at once while another source
+// goes on being served, and that a freed slot serves the first source
+// again.
+func TestHandshakeListenerPerSource(t *testing.T) {
+	g := newGreeter()
+	l := listenHS(t, g, transport.HandshakeConfig{MaxHandshakes: 4, MaxPerSource: 1})
+	// Half the slots, beyond the source's share: nobody else needs them.
+	stalled := []net.Conn{dialHS(t, l), dialHS(t, l)}
+	waitStarted(t, g, 2)
+	wantClosed(t, "a third connection from the source", dialHS(t, l))
+
+	// Another loopback address is another source.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	other, err := d.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	greet(t, other)
+	s, err := l.Accept(acceptCtx(t))
+	if err != nil {
+		t.Fatalf("Accept from another source: %v", err)
+	}
+	s.Close()
+
+	// The slot is given back just after the handshake reports its
+	// failure: until then a new connection may still be closed.
+	stalled[0].Close()
+	<-g.failed
+	for i := 0; ; i++ {
+		c := dialHS(t, l)
+		var b [1]byte
+		c.Write([]byte{'y'}) //nolint:errcheck // the read tells
+		if _, err := io.ReadFull(c, b[:]); err == nil && b[0] == 'k' {
+			break
+		}
+		if i == 500 {
+			t.Fatal("the source's freed slot never served a connection")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s, err = l.Accept(acceptCtx(t))
+	if err != nil {
+		t.Fatalf("Accept once the source freed a slot: %v", err)
+	}
+	s.Close()
+}
+
+// TestSourceLimit checks how addresses are grouped into sources.
+func TestSourceLimit(t *testing.T) {
+	tcp := func(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
+	l := transport.NewSourceLimit(1)
+	var releases []func()
+	take := func(a net.Addr) bool {
+		r, ok := l.Take(a, true)
+		if ok {
+			releases = append(releases, r)
+		}
+		return ok
+	}
+	for _, c := range []struct {
+		addr net.Addr
+		ok   bool
+	}{
+		{tcp("192.0.2.1:1000"), true},
+		{tcp("192.0.2.1:2000"), false},          // same address, other port
+		{tcp("[::ffff:192.0.2.1]:3000"), false}, // the same address, mapped
+		{tcp("192.0.2.2:1000"), true},
+		{tcp("[2001:db8:0:1::1]:1000"), true},
+		{tcp("[2001:db8:0:1::2]:1000"), false}, // the same /64
+		{tcp("[2001:db8:0:2::1]:1000"), true},
+		{&net.UnixAddr{Name: "@x", Net: "unix"}, true}, // not limited
+		{&net.UnixAddr{Name: "@x", Net: "unix"}, true},
+		{nil, true},
+	} {
+		if got := take(c.addr); got != c.ok {
+			t.Errorf("Take(%v) = %v, want %v", c.addr, got, c.ok)
+		}
+	}
+	if n := l.Sources(); n != 4 {
+		t.Errorf("%d sources counted, want 4", n)
+	}
+	for _, r := range releases {
+		r()
+		r() // a second call does nothing
+	}
+	if n := l.Sources(); n != 0 {
+		t.Errorf("%d sources counted after every release, want 0", n)
+	}
+	if !take(tcp("192.0.2.1:1000")) {
+		t.Error("Take after the release failed")
+	}
+	if r, ok := l.Take(tcp("192.0.2.1:1000"), false); !ok {
+		t.Error("Take beyond the share while slots are plenty failed")
+	} else {
+		r()
+	}
+	var none *transport.SourceLimit
+	if r, ok := none.Take(tcp("192.0.2.1:1"), true); !ok {
+		t.Error("a nil SourceLimit refused")
+	} else {
+		r()
 	}
 }
 

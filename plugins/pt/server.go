@@ -178,9 +178,12 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 			Transport:     "pt",
 			Handshake:     l.extHandshake,
 			MaxHandshakes: maxExtHandshakes,
-			QueueLen:      extReadyLen,
-			Timeout:       extHandshakeTimeout,
-			Logger:        l.log,
+			// Every connection comes from the proxy on loopback; the
+			// client's own address arrives only inside the handshake.
+			MaxPerSource: -1,
+			QueueLen:     extReadyLen,
+			Timeout:      extHandshakeTimeout,
+			Logger:       l.log,
 		})
 	}
 	return l, nil

@@ -76,8 +76,13 @@
 // listener runs handshakes concurrently, each in a goroutine it owns, at
 // most 1024 at a time including failed ones waiting out their delay; beyond
 // that new connections wait in the kernel's backlog (accepting and closing
-// them would tell a prober something). Handshaken connections wait in a
-// queue of 64 for Accept. Close interrupts every handshake in progress and
+// them would tell a prober something). So that one host holding
+// connections open cannot stall everyone that way, once more than half
+// the slots are taken a source (an IPv4 address, an IPv6 /64) that holds
+// 64 has further connections closed at once, as a server with a
+// per-address connection limit would: a prober that opens over 512
+// connections from one address can see that. Handshaken connections wait
+// in a queue of 64 for Accept. Close interrupts every handshake in progress and
 // closes the queued connections.
 //
 // # Connections

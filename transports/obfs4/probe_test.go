@@ -225,6 +225,38 @@ func dialRaw(t testing.TB, addr string) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
+// dialRawFrom is dialRaw from the loopback address src.
+func dialRawFrom(t testing.TB, addr, src string) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// TestSlotsPerSource checks that one source holding silent connections
+// open cannot take every handshake slot: a client from another source is
+// still served.
+func TestSlotsPerSource(t *testing.T) {
+	client, server := newServer(t, nil)
+	server.maxHandshakes = 32 // two per source once half are taken
+	ln := listen(t, server)
+	addr := ln.Addr().String()
+	for range 32 {
+		dialRawFrom(t, addr, "127.0.0.2")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, addr)
+	if err != nil {
+		t.Fatalf("Dial from another source while one holds connections open: %v", err)
+	}
+	c.Close()
+}
+
 // TestHandshakesBounded checks that the listener runs at most
 // maxHandshakes handshakes at once, and that a slot is freed when a failed
 // handshake ends.
@@ -233,7 +265,9 @@ func TestHandshakesBounded(t *testing.T) {
 	server.maxHandshakes = 2
 	ln := listen(t, server)
 	addr := ln.Addr().String()
-	stalled := []*net.TCPConn{dialRaw(t, addr), dialRaw(t, addr)}
+	// From two sources: one source gets at most half the slots once
+	// they are scarce (see TestSlotsPerSource).
+	stalled := []*net.TCPConn{dialRawFrom(t, addr, "127.0.0.2"), dialRawFrom(t, addr, "127.0.0.3")}
 
 	// Both slots are taken: a real client is not served.
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)

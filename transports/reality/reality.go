@@ -84,12 +84,15 @@
 //     behaviour only once the gateway's 10 s read timeout passes.
 //   - Capacity differs from the cover's: at most 1024 connections are read
 //     and verified at once (beyond that they wait in the kernel's
-//     backlog, so one-byte connections held open can stall new ones for
-//     the 10 s timeout), and at most 1024 are relayed at once (beyond
-//     that, an unauthenticated connection is closed unanswered). A relay
-//     whose one direction ended gets 60 s more, as the kernel gives a
-//     half-closed connection. A censor that opens that many connections
-//     can tell, and delays clients meanwhile.
+//     backlog), and at most 1024 are relayed at once (beyond that, an
+//     unauthenticated connection is closed unanswered). Once more than
+//     half of either is taken, one source (an IPv4 address, an IPv6 /64)
+//     gets at most 64: its further connections go to the cover unread,
+//     and its further relays are closed. So one host holding one-byte
+//     connections open can no longer stall new ones for the 10 s
+//     timeout; many hosts together still can. A relay whose one
+//     direction ended gets 60 s more, as the kernel gives a half-closed
+//     connection. A censor that opens that many connections can tell.
 //   - The replay cache holds 65536 hellos. A flood that evicts a hello
 //     within about a second of its timestamp (far more hellos than the
 //     gateway can verify in that time) would let that hello be replayed

@@ -750,3 +750,48 @@ func TestWithoutAddrs(t *testing.T) {
 		t.Fatalf("withoutAddrs = %q", got)
 	}
 }
+
+// TestSlotsPerSource checks that one source holding silent connections
+// open cannot take every handshake slot: once half are taken, its further
+// connections go to the cover unread, and others are still served: a
+// probe from another source sees the cover, a client connects.
+func TestSlotsPerSource(t *testing.T) {
+	oldHS, oldRelays, oldPer := maxHandshakes, maxRelays, perSource
+	maxHandshakes, maxRelays, perSource = 8, 8, 2
+	t.Cleanup(func() { maxHandshakes, maxRelays, perSource = oldHS, oldRelays, oldPer })
+	cv := newCover(t)
+	client, server, _ := setup(t, cv, nil)
+	server.server.HandshakeTimeout = time.Minute // past the waits below
+	ln := listen(t, server)
+	from := func(src string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// As many as there are slots: the first four take handshake slots,
+	// the other four go to the cover.
+	cv.drainConns()
+	for range 8 {
+		from("127.0.0.2").Write([]byte{0x16}) //nolint:errcheck // held mid-hello
+	}
+	for range 4 {
+		cv.waitConn(t)
+	}
+
+	pool := x509.NewCertPool()
+	pool.AddCert(cv.Certificate())
+	raw := from("127.0.0.3")
+	raw.SetDeadline(time.Now().Add(30 * time.Second)) //nolint:errcheck // the read fails without
+	probe := tls.Client(raw, &tls.Config{ServerName: coverName, RootCAs: pool})
+	fmt.Fprintf(probe, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", coverName)
+	if resp, err := io.ReadAll(probe); err != nil || !bytes.HasSuffix(resp, []byte(coverPage)) {
+		t.Fatalf("a probe from another source: %q, %v; want the cover page", resp, err)
+	}
+	c, s := connect(t, client, ln)
+	exchange(t, c, s)
+}

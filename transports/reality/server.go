@@ -21,8 +21,8 @@ import (
 	"github.com/commucat/commucat/transports/fingerprint"
 )
 
-// Bounds of a listener's work.
-const (
+// Bounds of a listener's work; variables for tests.
+var (
 	// maxHandshakes bounds connections between TCP accept and Accept: hello
 	// reading, verification and TLS handshakes. Beyond it, new
 	// connections wait in the kernel's backlog.
@@ -30,6 +30,15 @@ const (
 	// maxRelays bounds connections relayed to the cover at once; beyond
 	// it, an unauthenticated connection is closed.
 	maxRelays = 1024
+	// perSource bounds the handshakes, and apart from them the relays,
+	// of one source (see transport.SourceLimit) once more than half of
+	// their slots are taken, so that one host holding connections open
+	// cannot take them all. A connection beyond it is relayed to the
+	// cover at once, unread; a relay beyond it is closed.
+	perSource = 64
+)
+
+const (
 	// readyQueue bounds authenticated connections waiting for Accept.
 	readyQueue = 64
 	// certLifetime is the validity of the per-connection certificates.
@@ -64,6 +73,8 @@ func (t *Transport) Listen(ctx context.Context, addr string) (transport.Listener
 		ready:      make(chan net.Conn, readyQueue),
 		handshakes: make(chan struct{}, maxHandshakes),
 		relays:     make(chan struct{}, maxRelays),
+		hsSrc:      transport.NewSourceLimit(perSource),
+		relaySrc:   transport.NewSourceLimit(perSource),
 		done:       make(chan struct{}),
 	}
 	ln.wg.Go(ln.serve)
@@ -86,6 +97,8 @@ type listener struct {
 	ready      chan net.Conn
 	handshakes chan struct{}
 	relays     chan struct{}
+	hsSrc      *transport.SourceLimit // handshakes per source
+	relaySrc   *transport.SourceLimit // relays per source
 	done       chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
@@ -121,16 +134,29 @@ func (l *listener) serve() {
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetNoDelay(true) //nolint:errcheck // an optimisation only
 		}
-		l.wg.Go(func() { l.handle(c) })
+		srcRelease, ok := l.hsSrc.Take(c.RemoteAddr(), scarce(l.handshakes))
+		if !ok {
+			// Slots are scarce and its source holds its share: the
+			// cover answers it, as it would any connection.
+			<-l.handshakes
+			l.wg.Go(func() { l.relay(c, nil) })
+			continue
+		}
+		l.wg.Go(func() { l.handle(c, srcRelease) })
 	}
 }
 
-// handle reads one connection's hello and dispatches it.
-func (l *listener) handle(c net.Conn) {
+// scarce reports whether more than half of slots are taken.
+func scarce(slots chan struct{}) bool { return 2*len(slots) > cap(slots) }
+
+// handle reads one connection's hello and dispatches it. srcRelease
+// gives back its source's count, along with its handshake slot.
+func (l *listener) handle(c net.Conn, srcRelease func()) {
 	released := false
 	release := func() {
 		if !released {
 			released = true
+			srcRelease()
 			<-l.handshakes
 		}
 	}
@@ -290,6 +316,11 @@ func (l *listener) relay(c net.Conn, buffered []byte) {
 	default:
 		return // too many relays: drop, as an overloaded server would
 	}
+	srcRelease, ok := l.relaySrc.Take(c.RemoteAddr(), scarce(l.relays))
+	if !ok {
+		return // likewise, for one source
+	}
+	defer srcRelease()
 	dctx, cancel := context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
 	var d net.Dialer
 	cover, err := d.DialContext(dctx, "tcp", l.cfg.Dest)

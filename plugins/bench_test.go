@@ -57,10 +57,12 @@ var camouflage = []struct {
 	{kcp.Name, kcp.Factory, kcp.ServerFactory},
 }
 
-// inprocessRegistry returns a registry of the camouflage transports
-// in-process.
+// inprocessRegistry returns a registry of tcp and the camouflage
+// transports in-process.
 func inprocessRegistry() *transport.Registry {
 	r := new(transport.Registry)
+	r.Register(tcp.Name, tcp.Factory)
+	r.RegisterServer(tcp.Name, tcp.ServerFactory)
 	for _, c := range camouflage {
 		r.Register(c.name, c.client)
 		r.RegisterServer(c.name, c.server)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/commucat/commucat/core/transport"
 	"github.com/commucat/commucat/transports/reality"
+	"github.com/commucat/commucat/transports/tcp"
 )
 
 // The Link benchmarks put the two ends of a link in two processes, as
@@ -258,25 +259,35 @@ func BenchmarkLinkGoodput(b *testing.B) { benchLink(b, linkGoodput) }
 // in two processes.
 func BenchmarkLinkRoundTrip(b *testing.B) { benchLink(b, linkRoundTrip) }
 
-// benchLink runs bench for every camouflage transport: in-process at both
-// ends, a plugin on the client, and a plugin at both ends.
+// benchLink runs bench for tcp spliced through a plugin (the floor of
+// what a plugin adds: plugintest's good mode, which moves every byte
+// through the plugin process) and every camouflage transport: in-process
+// at both ends, a plugin on the client, and a plugin at both ends.
 func benchLink(b *testing.B, bench func(b *testing.B, client transport.Transport, addr string)) {
 	inproc := inprocessRegistry()
-	bins := map[string]string{}
+	bins := map[string]string{"good": buildPlugin(b, "faulty", "./plugins/plugintest/cmd/faulty")}
+	rows := []struct{ name, inproc, plugin string }{{"tcp-spliced", tcp.Name, "good"}}
 	for _, c := range camouflage {
 		bins[c.name] = buildPlugin(b, c.name, "./cmd/commucat-transport-"+c.name)
+		rows = append(rows, struct{ name, inproc, plugin string }{c.name, c.name, c.name})
 	}
 	dir := pluginDir(b, bins)
 	_, plug := startHost(b, HostConfig{}, dir)
-	for _, c := range camouflage {
-		b.Run(c.name, func(b *testing.B) {
+	for _, row := range rows {
+		b.Run(row.name, func(b *testing.B) {
 			for _, side := range []struct {
-				name    string
-				client  *transport.Registry
-				plugins string // the peer's plugin folder; empty: in-process
-			}{{"inprocess", inproc, ""}, {"plugin-client", plug, ""}, {"plugin", plug, dir}} {
-				addr, pub := startPeer(b, c.name, side.plugins)
-				client, err := side.client.New(c.name, pub)
+				name       string
+				client     *transport.Registry
+				clientName string
+				peerName   string
+				plugins    string // the peer's plugin folder; empty: in-process
+			}{
+				{"inprocess", inproc, row.inproc, row.inproc, ""},
+				{"plugin-client", plug, row.plugin, row.inproc, ""},
+				{"plugin", plug, row.plugin, row.plugin, dir},
+			} {
+				addr, pub := startPeer(b, side.peerName, side.plugins)
+				client, err := side.client.New(side.clientName, pub)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -103,14 +103,17 @@ func (tr *tracker) kill(i int) {
 }
 
 // counter is a handler that answers every frame with an echo and counts
-// sessions.
+// sessions, and the sessions it is done with: a session's ServeSession
+// returns once the session has ended, after which the gateway refuses
+// joins to it.
 type counter struct {
 	echo
-	sessions atomic.Int64
+	sessions, ended atomic.Int64
 }
 
 func (c *counter) ServeSession(ctx context.Context, peer [32]byte, s *router.Session) error {
 	c.sessions.Add(1)
+	defer c.ended.Add(1)
 	return c.echo.ServeSession(ctx, peer, s)
 }
 
@@ -228,6 +231,9 @@ func TestMultipathLoopback(t *testing.T) {
 	s, _ := multiDial(t, gw, eps, tr, router.Config{})
 	waitUntil(t, "three paths", func() bool { return active(s) == 3 })
 	echoes(t, s, 500, func() { tr.kill(0) })
+	// The killed path's redial may still be on its way when the last
+	// echo is back.
+	waitUntil(t, "the killed path joined again", func() bool { return s.Stats().Joins >= 3 })
 	st := s.Stats()
 	if h.sessions.Load() != 1 {
 		t.Errorf("the gateway served %d sessions, want 1", h.sessions.Load())
@@ -262,9 +268,9 @@ func TestFallbackAfterResumeWindow(t *testing.T) {
 	tr.refuse.Store(true)
 	tr.killAll()
 	// The gateway forgets the session 200ms after its path died; let the
-	// client's dials through only after it did.
-	waitUntil(t, "gateway forgets", func() bool { return h.sessions.Load() == 1 && tr.dialled.Load() > 3 })
-	time.Sleep(400 * time.Millisecond)
+	// client's dials through only after it did, and after some were
+	// refused.
+	waitUntil(t, "gateway forgets", func() bool { return h.ended.Load() == 1 && tr.dialled.Load() > 3 })
 	tr.refuse.Store(false)
 	select {
 	case err := <-run:

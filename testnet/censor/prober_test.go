@@ -14,10 +14,11 @@ import (
 	"github.com/commucat/commucat/testnet/packet"
 )
 
-// probeTimeout is the probes' wait in these tests: the silent servers
-// make each probe wait this long, whatever the machine's speed; no
-// assertion depends on it.
-const probeTimeout = 300 * time.Millisecond
+// probeTimeout is the probes' wait in these tests. The silent servers
+// make a probe wait this long whatever the machine's speed; the others
+// must answer or reset within it, so it leaves a loaded machine room
+// (a stall of the loopback servers past it would read as silence).
+const probeTimeout = 2 * time.Second
 
 // startServer runs handle for every connection to a new loopback
 // listener until the test ends.
@@ -121,6 +122,12 @@ func TestProbeClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// The silent cases each wait out probeTimeout, so the cases
+			// with a server run at once; the closed port's case runs
+			// alone, before them, so no listener of theirs takes its port.
+			if tt.server != nil {
+				t.Parallel()
+			}
 			var srv netip.AddrPort
 			if tt.server != nil {
 				srv = startServer(t, tt.server)

@@ -87,6 +87,11 @@ func dohServer(t *testing.T, answer func(string) probestest.DNSReply) *httptest.
 }
 
 func TestProbe(t *testing.T) {
+	// A probe whose resolvers both answer gets a wait a loaded machine
+	// cannot outlast. One with a resolver that drops the query waits that
+	// one out, with the other's answer due within the same Timeout: long
+	// enough for a stalled server, and the cases run in parallel.
+	const answer, silence = 10 * time.Second, 2 * time.Second
 	sys := probestest.DNSServer(t, network)
 	ctl := probestest.DNSServer(t, control)
 	doh := dohServer(t, control)
@@ -101,7 +106,7 @@ func TestProbe(t *testing.T) {
 		{"consistent", dns.Config{Domain: "ok.test", System: sys, Control: ctl}, "", ooni.BlockingNone, probes.StateOK, "consistent"},
 		{"nxdomain", dns.Config{Domain: "nx.test", System: sys, Control: ctl}, ooni.FailureDNSNXDOMAINError, ooni.BlockingDNS, probes.StateBlocked, "inconsistent"},
 		{"bogon", dns.Config{Domain: "bogon.test", System: sys, Control: ctl}, ooni.FailureDNSBogonError, ooni.BlockingDNS, probes.StateBlocked, "inconsistent"},
-		{"timeout", dns.Config{Domain: "drop.test", System: sys, Control: ctl}, ooni.FailureGenericTimeoutError, ooni.BlockingDNS, probes.StateBlocked, "inconsistent"},
+		{"timeout", dns.Config{Domain: "drop.test", System: sys, Control: ctl, Timeout: silence}, ooni.FailureGenericTimeoutError, ooni.BlockingDNS, probes.StateBlocked, "inconsistent"},
 		{"servfail", dns.Config{Domain: "servfail.test", System: sys, Control: ctl}, ooni.FailureDNSServfailError, ooni.BlockingDNS, probes.StateBlocked, "inconsistent"},
 		{"disjoint", dns.Config{Domain: "disjoint.test", System: sys, Control: ctl}, "", ooni.BlockingDNS, probes.StateBlocked, "inconsistent"},
 		{"nxdomain everywhere", dns.Config{Domain: "nx-everywhere.test", System: sys, Control: ctl}, ooni.FailureDNSNXDOMAINError, ooni.BlockingNone, probes.StateOK, "consistent"},
@@ -112,12 +117,15 @@ func TestProbe(t *testing.T) {
 		{"bogon without control", dns.Config{Domain: "bogon.test", System: sys}, ooni.FailureDNSBogonError, ooni.BlockingDNS, probes.StateBlocked, ""},
 		// A test network's own addresses, declared public, are answers.
 		{"bogon range declared public", dns.Config{Domain: "bogon.test", System: sys, Public: []netip.Prefix{netip.MustParsePrefix("10.10.0.0/16")}}, "", ooni.BlockingUnknown, probes.StateOK, ""},
-		{"control dropped", dns.Config{Domain: "ok.test", System: sys, Control: probestest.BlackholeUDP(t)}, "", ooni.BlockingUnknown, probes.StateOK, ""},
+		{"control dropped", dns.Config{Domain: "ok.test", System: sys, Control: probestest.BlackholeUDP(t), Timeout: silence}, "", ooni.BlockingUnknown, probes.StateOK, ""},
 		{"system resolver", dns.Config{Domain: "localhost", Control: ctl}, "", ooni.BlockingNone, probes.StateOK, "consistent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.cfg.Timeout = 300 * time.Millisecond
+			t.Parallel()
+			if tt.cfg.Timeout == 0 {
+				tt.cfg.Timeout = answer
+			}
 			p, err := dns.New(tt.cfg)
 			if err != nil {
 				t.Fatal(err)

@@ -63,6 +63,9 @@ func TestProbe(t *testing.T) {
 	server := probestest.QUICServer(t, cert)
 	hole := probestest.BlackholeUDP(t)
 	kcpAddr, kcpClient := kcpGateway(t)
+	// A server that answers gets a wait a loaded machine cannot outlast;
+	// the black hole is waited out briefly.
+	const answer, silence = 10 * time.Second, 500 * time.Millisecond
 	tests := []struct {
 		name          string
 		cfg           udp.Config
@@ -73,13 +76,15 @@ func TestProbe(t *testing.T) {
 	}{
 		{"quic answers", udp.Config{Addr: server, SNI: "gw.test"}, true, "", ooni.BlockingNone, probes.StateOK},
 		{"quic refuses, still reachable", udp.Config{Addr: server, SNI: "gw.test", ALPN: "nope"}, true, ooni.FailureSSLFailedHandshake, ooni.BlockingNone, probes.StateOK},
-		{"dropped", udp.Config{Addr: hole}, false, ooni.FailureGenericTimeoutError, ooni.BlockingUDP, probes.StateBlocked},
+		{"dropped", udp.Config{Addr: hole, Timeout: silence}, false, ooni.FailureGenericTimeoutError, ooni.BlockingUDP, probes.StateBlocked},
 		{"kcp answers", udp.Config{Addr: kcpAddr, Transport: kcpClient}, true, "", ooni.BlockingNone, probes.StateOK},
-		{"kcp dropped", udp.Config{Addr: hole, Transport: kcpClient}, false, ooni.FailureGenericTimeoutError, ooni.BlockingUDP, probes.StateBlocked},
+		{"kcp dropped", udp.Config{Addr: hole, Transport: kcpClient, Timeout: silence}, false, ooni.FailureGenericTimeoutError, ooni.BlockingUDP, probes.StateBlocked},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.cfg.Timeout = 500 * time.Millisecond
+			if tt.cfg.Timeout == 0 {
+				tt.cfg.Timeout = answer
+			}
 			p, err := udp.New(tt.cfg)
 			if err != nil {
 				t.Fatal(err)

@@ -91,7 +91,10 @@ func TestProbe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := fet.New(fet.Config{Addr: tt.addr, Repeats: 3, ReadTimeout: 500 * time.Millisecond,
+			// Every reply the servers owe comes at once or as a reset,
+			// and no case expects a read to time out: ReadTimeout only
+			// has to outlast a loaded machine's stalls.
+			p, err := fet.New(fet.Config{Addr: tt.addr, Repeats: 3, ReadTimeout: 5 * time.Second,
 				Poll: 50 * time.Millisecond, MaxResidual: tt.maxResidual, Residual: time.Minute})
 			if err != nil {
 				t.Fatal(err)

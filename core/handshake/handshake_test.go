@@ -422,6 +422,36 @@ func TestReplay(t *testing.T) {
 	}
 }
 
+// TestReplayClientAhead replays a message 1 whose timestamp was MaxSkew
+// ahead of the gateway's clock when it was accepted: its timestamp passes
+// the skew check up to and including 2*MaxSkew later, so the replay cache
+// must still hold it then.
+func TestReplayClientAhead(t *testing.T) {
+	c, s := newConfigs(t, "replay ahead")
+	c.Now = clock(fixedNow.Add(DefaultMaxSkew))
+	tr, err := runHandshake(t, c, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		at   time.Duration
+		want error
+	}{
+		{2*DefaultMaxSkew - time.Nanosecond, ErrReplay},
+		{2 * DefaultMaxSkew, ErrReplay},
+		{2*DefaultMaxSkew + time.Nanosecond, ErrStale},
+	} {
+		s.Now = clock(fixedNow.Add(tt.at))
+		resp, err := NewResponder(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := resp.ReadMessage1(tr.m1); !errors.Is(err, tt.want) {
+			t.Errorf("replay %v after acceptance: %v, want %v", tt.at, err, tt.want)
+		}
+	}
+}
+
 func TestSkew(t *testing.T) {
 	tests := []struct {
 		name    string

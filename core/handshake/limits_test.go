@@ -27,14 +27,17 @@ func TestReplayCache(t *testing.T) {
 	}{
 		{"new keys pass", 3, []step{{1, 0, nil}, {2, 0, nil}, {3, 0, nil}}},
 		{"repeat is a replay", 3, []step{{1, 0, nil}, {1, time.Second, ErrReplay}, {1, ttl - 1, ErrReplay}}},
-		{"expired entry may come again", 3, []step{{1, 0, nil}, {1, ttl, nil}, {1, ttl + 1, ErrReplay}}},
+		// Kept through ttl inclusive: the skew check includes its bounds.
+		{"held at exactly ttl", 3, []step{{1, 0, nil}, {1, ttl, ErrReplay}}},
+		{"expired entry may come again", 3, []step{{1, 0, nil}, {1, ttl + 1, nil}, {1, ttl + 2, ErrReplay}}},
 		{"full refuses without evicting", 2, []step{
 			{1, 0, nil}, {2, time.Second, nil},
 			{3, 2 * time.Second, ErrRateLimited},
 			{1, 3 * time.Second, ErrReplay}, // still remembered
-			{3, ttl, nil},                   // key 1 expired, room again
-			{2, ttl + time.Second, nil},     // key 2 expired too
-			{4, ttl + time.Second, ErrRateLimited},
+			{3, ttl, ErrRateLimited},        // key 1 held through ttl
+			{3, ttl + 1, nil},               // key 1 expired, room again
+			{2, ttl + time.Second + 1, nil}, // key 2 expired too
+			{4, ttl + time.Second + 1, ErrRateLimited},
 		}},
 		{"clock going backwards keeps entries", 2, []step{{1, time.Hour, nil}, {1, 0, ErrReplay}}},
 	}

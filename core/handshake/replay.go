@@ -53,10 +53,21 @@ func (c *ReplayCache) Len() int {
 
 // check records key until now+ttl. It returns ErrReplay if key is already
 // recorded and unexpired, and ErrRateLimited if the cache is full.
+//
+// An entry is kept through now+ttl inclusive and dropped only once both
+// the wall clock and, when now carries one, the monotonic clock are past
+// it. The skew check compares the message's timestamp with the wall
+// clock, boundaries included, so a message accepted at t with a
+// timestamp of t+MaxSkew still passes it at t+2*MaxSkew: dropping the
+// entry at that instant would let the message be replayed. And a wall
+// clock that steps back (or forward and back) must not bring a recorded
+// timestamp back into the skew window after its entry is gone, nor may
+// the monotonic clock alone decide: it does not follow such steps.
 func (c *ReplayCache) check(key [32]byte, now time.Time, ttl time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.expires) > 0 && !c.expires[0].at.After(now) {
+	wall := now.Round(0)
+	for len(c.expires) > 0 && c.expires[0].expired(now, wall) {
 		e := heap.Pop(&c.expires).(expiry)
 		delete(c.seen, e.key)
 	}
@@ -67,20 +78,31 @@ func (c *ReplayCache) check(key [32]byte, now time.Time, ttl time.Duration) erro
 		return fmt.Errorf("%w: replay cache full (%d unexpired entries)", ErrRateLimited, len(c.seen))
 	}
 	c.seen[key] = struct{}{}
-	heap.Push(&c.expires, expiry{key: key, at: now.Add(ttl)})
+	heap.Push(&c.expires, expiry{key: key, wall: wall.Add(ttl), mono: now.Add(ttl)})
 	return nil
 }
 
+// expiry is when an entry may be dropped: wall has no monotonic reading,
+// mono keeps now's (if it had one).
 type expiry struct {
-	key [32]byte
-	at  time.Time
+	key        [32]byte
+	wall, mono time.Time
 }
 
-// expiryHeap is a min-heap of expiry times (container/heap).
+// expired reports whether both clocks are strictly past the entry's
+// expiry. now.After(e.mono) compares monotonic readings when both have
+// one, and wall times otherwise.
+func (e expiry) expired(now, wall time.Time) bool {
+	return wall.After(e.wall) && now.After(e.mono)
+}
+
+// expiryHeap is a min-heap of wall-clock expiry times (container/heap).
+// An entry at the top that the monotonic clock still holds keeps the
+// later ones too, which only delays their removal.
 type expiryHeap []expiry
 
 func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].wall.Before(h[j].wall) }
 func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiry)) }
 func (h *expiryHeap) Pop() any {

@@ -148,6 +148,10 @@ func (k SigningKey) String() string {
 // GoString is String, so %#v does not reveal the private key.
 func (k SigningKey) GoString() string { return k.String() }
 
+// Format implements fmt.Formatter: every verb formats String, so no verb
+// prints the private key.
+func (k SigningKey) Format(f fmt.State, verb rune) { formatRedacted(f, verb, k.String()) }
+
 // LogValue implements slog.LogValuer.
 func (k SigningKey) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 

@@ -215,6 +215,16 @@ func (r Result) String() string { return "handshake.Result[redacted]" }
 // GoString implements fmt.GoStringer so %#v does not reveal keys either.
 func (r Result) GoString() string { return r.String() }
 
+// Format implements fmt.Formatter: every verb formats String, so verbs
+// that skip String (%d, %o, %b, %c, %U, %e and the like) cannot print the
+// keys either.
+func (r Result) Format(f fmt.State, verb rune) { formatRedacted(f, verb, r.String()) }
+
+// formatRedacted formats s with the directive f and verb describe.
+func formatRedacted(f fmt.State, verb rune, s string) {
+	fmt.Fprintf(f, fmt.FormatString(f, verb), s)
+}
+
 // Initiator runs the client side of one handshake as three explicit steps,
 // without any I/O: WriteMessage1, ReadMessage2, WriteMessage3. Client is a
 // thin wrapper that moves the messages over a stream. An Initiator is used

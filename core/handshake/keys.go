@@ -91,6 +91,10 @@ func (k StaticKey) String() string { return "x25519:" + fingerprint(k.pub[:]) }
 // GoString is String, so %#v does not reveal the private key.
 func (k StaticKey) GoString() string { return k.String() }
 
+// Format implements fmt.Formatter: every verb formats String, so no verb
+// prints the private key.
+func (k StaticKey) Format(f fmt.State, verb rune) { formatRedacted(f, verb, k.String()) }
+
 // LogValue implements slog.LogValuer.
 func (k StaticKey) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 

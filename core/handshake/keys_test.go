@@ -246,7 +246,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		log.Info("any", slog.Any("static", c.Static), slog.Any("result", tr.server), slog.Any("signing", sk))
 	}
 	for _, v := range []any{c.Static, *c.Static, tr.client, *tr.client, sk, *sk} {
-		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "%q"} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "%q", "%d", "%o", "%b", "%c", "%U", "%e", "% x", "%T"} {
 			fmt.Fprintf(&out, verb+"\n", v)
 		}
 	}

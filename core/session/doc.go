@@ -47,7 +47,9 @@
 //
 // Each direction has its own key. The sender moves to the next epoch after
 // RekeyAfterRecords records or RekeyAfter time in the current one, or when
-// asked (Rekey). The next key is Noise's REKEY (Noise specification §4.2)
+// asked (Rekey), but never twice without sealing a record in between: the
+// receiver holds only the key one epoch ahead of the last record it saw.
+// The next key is Noise's REKEY (Noise specification §4.2)
 // of the current key:
 //
 //	k' = first 32 bytes of ChaCha20-Poly1305-Seal(k, nonce = 0x00000000 || 0xffffffffffffffff, ad = "", plaintext = 32 zero bytes)

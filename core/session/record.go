@@ -203,8 +203,11 @@ func putHeader(hdr []byte, length int, epoch uint8, seq uint64) {
 	binary.BigEndian.PutUint64(hdr[4:], seq)
 }
 
-// Rekey moves to the next epoch now: the next record is sealed with the
-// next key.
+// Rekey moves to the next epoch now: the next record is sealed with a key
+// that has sealed nothing yet. If the Sealer has moved to this epoch and
+// sealed nothing in it since, Rekey does nothing: the current key is
+// already unused, and a receiver holds only the key one epoch ahead of
+// the last one it saw.
 func (s *Sealer) Rekey() error {
 	if s.aead == nil {
 		return s.err
@@ -212,7 +215,14 @@ func (s *Sealer) Rekey() error {
 	return s.rekey()
 }
 
+// rekey moves to the next epoch, unless the current one, reached by a
+// rekey, has sealed no record yet: moving again would put the next record
+// two epochs ahead of the last one the receiver could have seen, which it
+// cannot open.
 func (s *Sealer) rekey() error {
+	if s.rekeys > 0 && s.epochRecords == 0 {
+		return nil
+	}
 	next, err := nextAEAD(s.aead)
 	if err != nil {
 		s.aead, s.err = nil, err

@@ -384,6 +384,48 @@ func TestRekeyPreviousEpochDropped(t *testing.T) {
 	})
 }
 
+// TestRekeyNeverTwoAhead checks that the Sealer does not move two epochs
+// without sealing a record in between, whether asked twice or asked once
+// and then reaching RekeyAfter: the Opener holds only the next epoch's key.
+func TestRekeyNeverTwoAhead(t *testing.T) {
+	tests := []struct {
+		name string
+		move func(s *Sealer)
+	}{
+		{"Rekey twice", func(s *Sealer) {
+			s.Rekey()
+			s.Rekey()
+		}},
+		{"Rekey, then RekeyAfter passes", func(s *Sealer) {
+			s.Rekey()
+			time.Sleep(time.Hour)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s, o := NewSealer(testKey()), NewOpener(testKey())
+				s.SetRekeyPolicy(0, time.Minute)
+				openOK(t, o, sealAll(t, s, []byte("a"))[0], 0, []byte("a"))
+				tt.move(s)
+				rec := sealAll(t, s, []byte("b"))[0]
+				if rec[3] != 1 || s.Rekeys() != 1 {
+					t.Fatalf("record sealed at epoch %d after %d rekeys, want epoch 1 after 1", rec[3], s.Rekeys())
+				}
+				openOK(t, o, rec, 1, []byte("b"))
+				// A record sealed in the epoch lets the next request move on.
+				if err := s.Rekey(); err != nil {
+					t.Fatal(err)
+				}
+				openOK(t, o, sealAll(t, s, []byte("c"))[0], 2, []byte("c"))
+				if s.Epoch() != 2 || o.Epoch() != 2 {
+					t.Errorf("epochs %d, %d; want 2", s.Epoch(), o.Epoch())
+				}
+			})
+		})
+	}
+}
+
 func TestRekeyAfterTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := NewSealer(testKey())

@@ -613,7 +613,10 @@ func (s *Session) RTT() (srtt, rttvar time.Duration) {
 }
 
 // Rekey moves the sending direction to the next key epoch now. It waits
-// for a Send in progress to finish.
+// for a Send in progress to finish. If no record was sent since the last
+// move, the current key is unused and Rekey does nothing (see
+// Sealer.Rekey): a second move would leave the peer unable to open the
+// next record.
 func (s *Session) Rekey() error {
 	select {
 	case s.writeSem <- struct{}{}:

@@ -535,6 +535,7 @@ func TestSessionBadInput(t *testing.T) {
 		{"epoch two ahead", func() []byte {
 			s := peer()
 			s.Rekey()
+			record(t, s, msg) // epoch 1, never delivered
 			s.Rekey()
 			return record(t, s, msg)
 		}(), ErrAuth},
@@ -760,6 +761,39 @@ func TestSessionRekey(t *testing.T) {
 		sa, sb := a.Stats(), b.Stats()
 		if sa.Rekeys < 12 || sb.PeerRekeys != sa.Rekeys {
 			t.Errorf("a rekeyed %d times, b saw %d; want >= 12 and equal", sa.Rekeys, sb.PeerRekeys)
+		}
+	})
+}
+
+// TestSessionRekeyTwice asks for two rekeys with no record in between
+// (as a rekey timer and an application request may): the peer, which
+// holds only the key one epoch ahead of the last record it saw, must
+// still open what follows.
+func TestSessionRekeyTwice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c1, c2 := net.Pipe()
+		a, b := startPair(t, c1, c2, Config{})
+		send := func(p string) {
+			t.Helper()
+			if err := a.Send(context.Background(), frame.Frame{Type: frame.Message, Payload: []byte(p)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send("before")
+		recvN(t, b, 1)
+		synctest.Wait() // the first pings have gone both ways
+		for range 2 {
+			if err := a.Rekey(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send("after")
+		f, err := b.Recv(context.Background())
+		if err != nil || string(f.Payload) != "after" {
+			t.Fatalf("Recv after two rekeys: %q, %v", f.Payload, err)
+		}
+		if sa, sb := a.Stats(), b.Stats(); sa.Rekeys != 1 || sb.PeerRekeys != 1 {
+			t.Errorf("a rekeyed %d times, b saw %d; want 1 and 1", sa.Rekeys, sb.PeerRekeys)
 		}
 	})
 }

@@ -125,6 +125,14 @@ func TestRateLimiter(t *testing.T) {
 			{"a", time.Hour, true}, {"a", 0, false}, {"a", time.Hour, false}, {"a", time.Hour + time.Second, true},
 		}},
 		{"burst below one counts as one", 1, 0, 10, []step{{"a", 0, true}, {"a", 0, false}}},
+		{"an IPv6 /64 is one source", 0, 1, 10, []step{
+			{"2001:db8:1:2::1", 0, true}, {"2001:db8:1:2::2", 0, false},
+			{"2001:db8:1:2:ffff:ffff:ffff:ffff", 0, false}, {"2001:db8:1:2::1%eth0", 0, false},
+			{"2001:db8:1:3::1", 0, true},
+		}},
+		{"IPv4 addresses are their own sources", 0, 1, 10, []step{
+			{"192.0.2.1", 0, true}, {"192.0.2.2", 0, true}, {"::ffff:192.0.2.1", 0, false},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,6 +149,37 @@ func TestRateLimiter(t *testing.T) {
 				t.Errorf("tracking %d sources, max %d", l.Len(), tt.max)
 			}
 		})
+	}
+}
+
+// TestRateLimiterIPv6Host sends handshakes from many addresses of one
+// IPv6 /64, as one host can: they share one bucket.
+func TestRateLimiterIPv6Host(t *testing.T) {
+	l := NewRateLimiter(0, 3, 1<<16)
+	allowed := 0
+	for i := range 1000 {
+		if l.Allow(fmt.Sprintf("2001:db8::%x:%x", i>>16, i&0xffff), fixedNow) {
+			allowed++
+		}
+	}
+	if allowed != 3 || l.Len() != 1 {
+		t.Errorf("allowed %d handshakes from one /64, tracking %d sources; want 3 and 1", allowed, l.Len())
+	}
+}
+
+func TestSource(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7":            "192.0.2.7",
+		"::ffff:192.0.2.7":     "192.0.2.7",
+		"2001:db8:a:b:c:d:e:f": "2001:db8:a:b::/64",
+		"fe80::1%eth0":         "fe80::/64",
+		"::1":                  "::/64",
+		"not an address":       "not an address",
+		"":                     "",
+	} {
+		if got := Source(in); got != want {
+			t.Errorf("Source(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 

@@ -2,12 +2,14 @@ package handshake
 
 import (
 	"container/list"
+	"net/netip"
 	"sync"
 	"time"
 )
 
 // RateLimiter limits handshakes per source with one token bucket per
-// source (the caller passes the peer's IP address as a string): a bucket
+// source (the caller passes the peer's IP address as a string; an IPv6
+// address counts as its /64, see Source): a bucket
 // holds at most burst tokens, refills at perSecond tokens per second, and
 // each allowed handshake takes one token. It tracks at most maxSources
 // sources; when a new source arrives at a full table, the least recently
@@ -50,6 +52,7 @@ func NewRateLimiter(perSecond float64, burst int, maxSources int) *RateLimiter {
 // takes a token from its bucket. A clock that steps backwards adds no
 // tokens.
 func (l *RateLimiter) Allow(source string, now time.Time) bool {
+	source = Source(source)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	el, ok := l.sources[source]
@@ -81,4 +84,22 @@ func (l *RateLimiter) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.lru.Len()
+}
+
+// Source is the key RateLimiter counts an address under: an IPv6 address
+// (not an IPv4-mapped one) is counted as its /64, the smallest prefix a
+// single subscriber or host is usually given, so that one host cannot get
+// a fresh bucket for every handshake by changing the low bits of its
+// address. IPv4 addresses (also written IPv4-mapped) count as themselves;
+// a string that is not an IP address is used as it is.
+func Source(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	a = a.WithZone("").Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	return netip.PrefixFrom(a, 64).Masked().String()
 }

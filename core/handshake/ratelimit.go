@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/commucat/commucat/core/transport"
 )
 
 // RateLimiter limits handshakes per source with one token bucket per
@@ -86,20 +88,17 @@ func (l *RateLimiter) Len() int {
 	return l.lru.Len()
 }
 
-// Source is the key RateLimiter counts an address under: an IPv6 address
-// (not an IPv4-mapped one) is counted as its /64, the smallest prefix a
-// single subscriber or host is usually given, so that one host cannot get
-// a fresh bucket for every handshake by changing the low bits of its
-// address. IPv4 addresses (also written IPv4-mapped) count as themselves;
-// a string that is not an IP address is used as it is.
+// Source is the key RateLimiter counts an address under: the text of
+// transport.SourcePrefix (an IPv4 address as itself, an IPv6 address as
+// its /64). A string that is not an IP address is used as it is.
 func Source(addr string) string {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
 		return addr
 	}
-	a = a.WithZone("").Unmap()
-	if a.Is4() {
-		return a.String()
+	p := transport.SourcePrefix(a)
+	if p.Addr().Is4() {
+		return p.Addr().String()
 	}
-	return netip.PrefixFrom(a, 64).Masked().String()
+	return p.String()
 }

@@ -88,14 +88,23 @@ func sourceOf(addr net.Addr) (netip.Prefix, bool) {
 		}
 		ip = ap.Addr()
 	}
-	ip = ip.Unmap().WithZone("")
 	if !ip.IsValid() {
 		return netip.Prefix{}, false
 	}
+	return SourcePrefix(ip), true
+}
+
+// SourcePrefix is the source ip counts under: an IPv4 address (also
+// written IPv4-mapped) as itself, an IPv6 address as its /64, the
+// smallest prefix a single subscriber or host is usually given, so that
+// one host cannot pass for many by changing the low bits of its address.
+// The zone is dropped.
+func SourcePrefix(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap().WithZone("")
 	bits := 32
 	if ip.Is6() {
 		bits = 64
 	}
-	p, err := ip.Prefix(bits)
-	return p, err == nil
+	p, _ := ip.Prefix(bits) // cannot fail: bits fits every valid address
+	return p
 }

@@ -34,6 +34,10 @@ const (
 	// DefaultMaxSkew is the clock skew the gateway accepts on the message 1
 	// timestamp when ServerConfig.MaxSkew is zero.
 	DefaultMaxSkew = 2 * time.Minute
+	// maxMaxSkew bounds ServerConfig.MaxSkew: a day is far beyond any
+	// clock worth accepting, and twice it (the replay cache's hold) is
+	// nowhere near overflowing.
+	maxMaxSkew = 24 * time.Hour
 )
 
 // Sizes of the fixed parts of the three messages (see the package doc).
@@ -159,8 +163,8 @@ func (c *ServerConfig) Validate() error {
 	if c.Replay == nil {
 		return errors.New("handshake: server config: Replay is nil")
 	}
-	if c.MaxSkew < 0 {
-		return fmt.Errorf("handshake: server config: MaxSkew is negative (%v)", c.MaxSkew)
+	if c.MaxSkew < 0 || c.MaxSkew > maxMaxSkew {
+		return fmt.Errorf("handshake: server config: MaxSkew %v is outside 0 to %v", c.MaxSkew, maxMaxSkew)
 	}
 	return nil
 }

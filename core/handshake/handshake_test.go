@@ -618,6 +618,7 @@ func TestConfigValidate(t *testing.T) {
 		{"wiped static", ServerConfig{Static: wiped, Replay: NewReplayCache(1)}, errAny},
 		{"no replay cache", ServerConfig{Static: k}, errAny},
 		{"negative skew", ServerConfig{Static: k, Replay: NewReplayCache(1), MaxSkew: -1}, errAny},
+		{"skew past a day", ServerConfig{Static: k, Replay: NewReplayCache(1), MaxSkew: 25 * time.Hour}, errAny},
 	}
 	for _, tt := range serverTests {
 		t.Run("server "+tt.name, func(t *testing.T) {

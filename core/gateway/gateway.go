@@ -20,6 +20,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,7 +59,17 @@ type Config struct {
 	Rate             float64       // handshakes per second per source; zero: 5
 	Burst            int           // zero: 20
 	MaxConns         int           // connections served at once; zero: 1024
-	Pad              func(msg, n int) int
+	// MaxPerSource bounds the connections from one source (an IPv4
+	// address or an IPv6 /64, see transport.SourcePrefix) that are
+	// still before their session: reading the first message, in the
+	// handshake, or waiting for the client's first record. It applies
+	// only while more than half of MaxConns are taken, so that one host
+	// holding silent connections open cannot take every slot; a
+	// connection beyond it is then closed at once. Zero: MaxConns/16,
+	// at least 1; negative: no bound (for an endpoint whose every
+	// connection comes from one local proxy).
+	MaxPerSource int
+	Pad          func(msg, n int) int
 
 	// Router configures every session. Its PadHandshake defaults to Pad,
 	// and its Logger to Logger.
@@ -74,6 +87,7 @@ type Server struct {
 	replay  *handshake.ReplayCache
 	limiter *handshake.RateLimiter
 	sem     chan struct{}
+	perSrc  *transport.SourceLimit // connections before their session, per source
 	table   router.Table
 	count   counters
 
@@ -107,6 +121,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 1024
 	}
+	if cfg.MaxPerSource == 0 {
+		cfg.MaxPerSource = max(1, cfg.MaxConns/16)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -128,6 +145,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		replay:  handshake.NewReplayCache(1 << 16),
 		limiter: handshake.NewRateLimiter(cfg.Rate, cfg.Burst, 1<<16),
 		sem:     make(chan struct{}, cfg.MaxConns),
+		perSrc:  transport.NewSourceLimit(cfg.MaxPerSource),
 	}, nil
 }
 
@@ -210,9 +228,18 @@ func (s *Server) acceptLoop(ctx context.Context, name string, l transport.Listen
 			conn.Close()
 			continue
 		}
+		release, ok := s.perSrc.Take(conn.RemoteAddr(), len(s.sem) > cap(s.sem)/2)
+		if !ok {
+			<-s.sem
+			s.count.overloaded.Add(1)
+			log.Debug("connection refused: too many connections from one source", "max_per_source", s.cfg.MaxPerSource, s.peerAttr(conn))
+			conn.Close()
+			continue
+		}
 		wg.Go(func() {
 			defer func() { <-s.sem }()
-			s.serveConn(ctx, log, name, conn)
+			defer release()
+			s.serveConn(ctx, log, name, conn, release)
 		})
 	}
 }
@@ -222,6 +249,44 @@ func (s *Server) peerAttr(conn net.Conn) slog.Attr {
 		return slog.String("peer_addr", conn.RemoteAddr().String())
 	}
 	return slog.String("peer_addr", "[scrubbed]")
+}
+
+// errAttr is err for a log line about conn. Unless UnsafeLogging is set,
+// conn's remote address is scrubbed from its text: the errors of a
+// connection's I/O name both ends (net.OpError's "read tcp
+// 10.0.0.1:443->198.51.100.7:50123: i/o timeout").
+func (s *Server) errAttr(conn net.Conn, err error) slog.Attr {
+	if err == nil || s.cfg.UnsafeLogging || conn.RemoteAddr() == nil {
+		return slog.Any("err", err)
+	}
+	return slog.String("err", scrubAddr(err.Error(), conn.RemoteAddr().String()))
+}
+
+// scrubAddr replaces addr, an address as net.Addr.String writes it, and
+// its host in msg with "[scrubbed]". An IP host is also replaced in its
+// other spellings (IPv4-mapped, unmapped).
+func scrubAddr(msg, addr string) string {
+	const scrubbed = "[scrubbed]"
+	if addr == "" {
+		return msg
+	}
+	msg = strings.ReplaceAll(msg, addr, scrubbed)
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return msg
+	}
+	hosts := []string{host}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		hosts = append(hosts, ip.WithZone("").String(), ip.Unmap().String(), netip.AddrFrom16(ip.As16()).String())
+	}
+	// The longest first, so that no part of a longer spelling is left.
+	slices.SortFunc(hosts, func(a, b string) int { return len(b) - len(a) })
+	for _, h := range hosts {
+		if h != "" {
+			msg = strings.ReplaceAll(msg, h, scrubbed)
+		}
+	}
+	return msg
 }
 
 func sourceOf(conn net.Conn) string {
@@ -256,7 +321,10 @@ type prefixConn struct {
 
 func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, conn net.Conn) {
+// serveConn serves conn from its first message to the end of its session.
+// release uncounts conn from its source's connections before their
+// session; serveConn calls it once the client has confirmed the session.
+func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, conn net.Conn, release func()) {
 	// The first message is either a path join (router.Table) or handshake
 	// message 1; both are framed with a 2-byte length.
 	conn.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
@@ -275,7 +343,7 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, c
 		if cr.n == 0 {
 			level = slog.LevelDebug
 		}
-		log.Log(ctx, level, "first message failed", "err", err, s.peerAttr(conn))
+		log.Log(ctx, level, "first message failed", s.errAttr(conn, err), s.peerAttr(conn))
 		conn.Close()
 		return
 	}
@@ -308,7 +376,7 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, c
 		// A failed handshake gets no answer: the connection is just closed,
 		// as a prober should learn nothing.
 		s.count.handshakeFailed.Add(1)
-		log.Info("handshake failed", "err", err, s.peerAttr(conn))
+		log.Info("handshake failed", s.errAttr(conn, err), s.peerAttr(conn))
 		conn.Close()
 		return
 	}
@@ -330,6 +398,7 @@ func (s *Server) serveConn(ctx context.Context, log *slog.Logger, name string, c
 	select {
 	case <-sess.Confirmed():
 		confirm.Stop()
+		release()
 		herr = s.h.ServeSession(sctx, peer, sess)
 	case <-sess.Done():
 		confirm.Stop()
@@ -366,7 +435,8 @@ type Stats struct {
 	// Handshakes counts completed handshakes; HandshakeFailures failed
 	// ones (bad or stale first messages, wrong keys, timeouts);
 	// RateLimited handshakes refused by the per-source limit; Overloaded
-	// connections refused at MaxConns; Joins paths joined to a session.
+	// connections refused at MaxConns or MaxPerSource; Joins paths joined
+	// to a session.
 	Handshakes, HandshakeFailures, RateLimited, Overloaded, Joins uint64
 	// Sessions are the live sessions' counters and paths.
 	Sessions []router.Stats

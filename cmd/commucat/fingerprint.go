@@ -18,8 +18,7 @@ func newFingerprintCmd() *cobra.Command {
 built-in presets (` + strings.Join(fingerprint.PresetNames(), ", ") + `), the reality and websocket
 transports can send the exact ClientHello of a real browser, captured here.`,
 	}
-	cmd.AddCommand(newFingerprintCaptureCmd(), newFingerprintShowCmd())
-	return cmd
+	return groupCmd(cmd, newFingerprintCaptureCmd(), newFingerprintShowCmd())
 }
 
 func newFingerprintCaptureCmd() *cobra.Command {

@@ -30,6 +30,16 @@ func main() {
 	}
 }
 
+// groupCmd makes cmd, which only holds subcommands, print its help when
+// run alone and refuse an unknown subcommand: without a Run of its own,
+// cobra prints the help for `commucat plugin bogus` and exits 0.
+func groupCmd(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	cmd.AddCommand(subs...)
+	return cmd
+}
+
 // exitError carries a specific exit status.
 type exitError struct {
 	code int

@@ -110,8 +110,7 @@ plugin folders: plugins/ in the state directory, then plugins/ beside the
 commucat binary (or the folders listed under dirs: in plugins.yaml in the
 state directory). Pins and require_pinned live in the same file.`,
 	}
-	cmd.AddCommand(newPluginListCmd(), newPluginPinCmd())
-	return cmd
+	return groupCmd(cmd, newPluginListCmd(), newPluginPinCmd())
 }
 
 func newPluginListCmd() *cobra.Command {

@@ -41,8 +41,7 @@ Scenario files say which commucat programs run where and what must hold.
 
 Everything here needs root and /dev/net/tun.`,
 	}
-	cmd.AddCommand(newTestnetUpCmd(), newTestnetDownCmd(), newTestnetRunCmd(), newTestnetMatrixCmd(), newTestnetChatCmd())
-	return cmd
+	return groupCmd(cmd, newTestnetUpCmd(), newTestnetDownCmd(), newTestnetRunCmd(), newTestnetMatrixCmd(), newTestnetChatCmd())
 }
 
 // requireRoot fails with a clear message when the testnet cannot run.

@@ -13,9 +13,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/commucat/commucat/backends/messaging"
 	"github.com/commucat/commucat/backends/store"
@@ -222,7 +225,12 @@ func newListenCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "listen",
 		Short: "Print incoming messages; reconnect when the connection drops",
-		Args:  cobra.NoArgs,
+		Long: `Print incoming messages as they arrive, one line each (continuation lines
+indented with a tab), and reconnect when the connection drops. Control
+characters in a message (terminal escape sequences, carriage returns,
+bidirectional overrides) are printed as escapes such as \x1b; --json prints
+the text as sent, in a JSON string.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cs, err := loadClient(f.state)
 			if err != nil {
@@ -265,7 +273,7 @@ func newListenCmd() *cobra.Command {
 					}
 					out.Write(append(b, '\n'))
 				} else {
-					fmt.Fprintf(out, "%s  %s: %s\n", e.Sent.Local().Format("2006-01-02 15:04:05"), e.Peer, e.Body)
+					fmt.Fprintf(out, "%s  %s: %s\n", e.Sent.Local().Format("2006-01-02 15:04:05"), terminalText(e.Peer), terminalText(string(e.Body)))
 				}
 				if err := out.Flush(); err != nil {
 					return &handleError{fmt.Errorf("write message: %w", err)}
@@ -328,6 +336,47 @@ func listenLoop(ctx context.Context, cs *clientState, f *clientFlags, log *slog.
 		backoff = min(2*backoff, maxBackoff)
 	}
 	return nil
+}
+
+// terminalText returns s, a sender's text, safe to print on a terminal:
+// control characters (escape sequences, carriage returns, backspaces),
+// Unicode's bidirectional and line controls and bytes that are not UTF-8
+// appear as Go escapes (\x1b, \u202e), and every line after the first is
+// indented with a tab. So a message can neither drive the terminal nor
+// show lines that pass for other messages, whose lines start with a date.
+func terminalText(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case r == '\n':
+			b.WriteString("\n\t")
+		case r == '\t':
+			b.WriteRune(r)
+		case unicode.IsControl(r) || hiddenControl(r):
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[:n])
+		}
+		s = s[n:]
+	}
+	return b.String()
+}
+
+// hiddenControl reports whether r is a format character that reorders or
+// breaks the text around it: the bidirectional marks, embeddings,
+// overrides and isolates, and the line and paragraph separators.
+func hiddenControl(r rune) bool {
+	switch {
+	case r == 0x061c, r == 0x200e, r == 0x200f, r == 0x2028, r == 0x2029:
+		return true
+	case 0x202a <= r && r <= 0x202e, 0x2066 <= r && r <= 0x2069:
+		return true
+	}
+	return false
 }
 
 // handleError marks an error of the local message handler (such as a closed

@@ -390,6 +390,25 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("text output escapes what would drive the terminal", func(t *testing.T) {
+		// A sender's text tries to clear the screen, set the window
+		// title and add a line that passes for a message from admin.
+		body := "hi\n2026-01-02 03:04:05  admin: your account is locked\x1b[2J\x1b]0;owned\x07"
+		mustRun(t, o, bin, "send-controls", "send", "--state", aliceDir, "--to", "bob", body)
+		l := start(t, o, bin, "listen-text", "listen", "--state", bobDir, "--count", "1")
+		if err := l.wait(t, 30*time.Second); err != nil {
+			t.Fatalf("listen: %v\n%s", err, l.stderr.String())
+		}
+		out := l.stdout.String()
+		if strings.ContainsAny(out, "\x1b\x07") {
+			t.Errorf("listen printed control characters: %q", out)
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(lines) != 2 || !strings.Contains(lines[0], "alice: hi") || !strings.HasPrefix(lines[1], "\t2026-01-02 03:04:05  admin:") {
+			t.Errorf("listen printed %q, want alice's first line and the second indented under it", out)
+		}
+	})
+
 	t.Run("a retry with --id is stored once", func(t *testing.T) {
 		const id = "00112233445566778899aabbccddeeff"
 		for i := range 2 {

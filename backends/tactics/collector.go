@@ -124,7 +124,9 @@ func (c *Collector) decay(x *counts, now time.Time) {
 	x.at = now
 }
 
-// Observe adds a report's verdicts to the counts of key's network.
+// Observe adds a report's verdicts to the counts of key's network. A
+// report counts once for each transport: a verdict after the first for
+// the same transport is ignored, so that one report cannot weigh as many.
 func (c *Collector) Observe(key NetworkKey, vs []Verdict, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -134,8 +136,13 @@ func (c *Collector) Observe(key NetworkKey, vs []Verdict, now time.Time) {
 		c.nets[key] = n
 	}
 	n.at = now
-	c.evict()
+	c.evict(key)
+	seen := make(map[string]bool, len(vs))
 	for _, v := range vs {
+		if seen[v.Transport] {
+			continue
+		}
+		seen[v.Transport] = true
 		x := n.transports[v.Transport]
 		if x == nil {
 			if len(n.transports) >= MaxVerdicts {
@@ -157,13 +164,18 @@ func (c *Collector) Observe(key NetworkKey, vs []Verdict, now time.Time) {
 	}
 }
 
-// evict drops the least recently reported networks beyond MaxNetworks.
+// evict drops the least recently reported networks beyond MaxNetworks,
+// never keep, the network being reported on (whose report may carry an
+// earlier time than others when reports are handled concurrently).
 // Called with c.mu held.
-func (c *Collector) evict() {
+func (c *Collector) evict(keep NetworkKey) {
 	for len(c.nets) > c.cfg.MaxNetworks {
 		var oldK NetworkKey
 		var old *network
 		for k, n := range c.nets {
+			if k == keep {
+				continue
+			}
 			if old == nil || n.at.Before(old.at) {
 				oldK, old = k, n
 			}

@@ -106,6 +106,50 @@ func TestOrder(t *testing.T) {
 	}
 }
 
+// TestReportCountsOncePerTransport gives one network a report that names
+// quic 32 times: it must weigh as one verdict, not 32, or a single
+// client would outvote everyone on its network.
+func TestReportCountsOncePerTransport(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := NewCollector(Config{})
+	var k NetworkKey
+	stuffed := []Verdict{{"tcp", StateBlocked}}
+	for range MaxVerdicts - 1 {
+		stuffed = append(stuffed, Verdict{"quic", StateBlocked})
+	}
+	c.Observe(k, stuffed, now)
+	for range 2 {
+		c.Observe(k, []Verdict{{"quic", StateOK}, {"tcp", StateOK}}, now)
+	}
+	// Both have one bad and two good verdicts: equal, so by name.
+	if diff := cmp.Diff([]string{"quic", "tcp"}, c.Order(k, now)); diff != "" {
+		t.Errorf("Order (-want +got):\n%s", diff)
+	}
+}
+
+// TestEvictKeepsTheReportedNetwork reports on a new network with a time
+// before every other network's (reports handled at once take their times
+// before the lock): the collector is full, and the network reported on
+// must stay, the oldest other one go.
+func TestEvictKeepsTheReportedNetwork(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := NewCollector(Config{MaxNetworks: 2})
+	var a, b, late NetworkKey
+	a[0], b[0], late[0] = 1, 2, 3
+	c.Observe(a, []Verdict{{"tcp", StateOK}}, now.Add(time.Second))
+	c.Observe(b, []Verdict{{"tcp", StateOK}}, now.Add(2*time.Second))
+	c.Observe(late, []Verdict{{"quic", StateOK}}, now)
+	if got := c.Order(late, now); !cmp.Equal(got, []string{"quic"}) {
+		t.Errorf("the network reported on: Order = %v, want [quic]", got)
+	}
+	if got := c.Order(a, now); got != nil {
+		t.Errorf("the oldest other network was kept: %v", got)
+	}
+	if n := c.Networks(); n != 2 {
+		t.Errorf("Networks = %d, want 2", n)
+	}
+}
+
 func TestDecay(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	c := NewCollector(Config{HalfLife: time.Hour})

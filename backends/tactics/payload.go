@@ -11,8 +11,9 @@
 // # Payload
 //
 // The payload is a JSON object of at most MaxPayload bytes, decoded
-// strictly (unknown fields, trailing data, more than MaxVerdicts verdicts
-// or bad transport names are errors):
+// strictly (unknown fields, trailing data, more than MaxVerdicts verdicts,
+// bad transport names or a transport named twice in the verdicts or in the
+// order are errors):
 //
 //	report (client to gateway): {"v":1,"verdicts":[{"transport":"quic","state":"blocked"},{"transport":"reality","state":"ok"}]}
 //	tactics (gateway to client): {"v":1,"order":["reality","tcp"]}
@@ -125,20 +126,30 @@ func (p Payload) check() error {
 	if len(p.Verdicts) > MaxVerdicts || len(p.Order) > MaxVerdicts {
 		return fmt.Errorf("%w: more than %d entries", ErrPayload, MaxVerdicts)
 	}
+	seen := make(map[string]bool, len(p.Verdicts))
 	for _, v := range p.Verdicts {
 		if !validName(v.Transport) {
 			return fmt.Errorf("%w: bad transport name %q", ErrPayload, v.Transport)
 		}
+		if seen[v.Transport] {
+			return fmt.Errorf("%w: two verdicts for %q", ErrPayload, v.Transport)
+		}
+		seen[v.Transport] = true
 		switch v.State {
 		case StateOK, StateThrottled, StateBlocked:
 		default:
 			return fmt.Errorf("%w: bad state %q", ErrPayload, v.State)
 		}
 	}
+	clear(seen)
 	for _, t := range p.Order {
 		if !validName(t) {
 			return fmt.Errorf("%w: bad transport name %q", ErrPayload, t)
 		}
+		if seen[t] {
+			return fmt.Errorf("%w: %q twice in the order", ErrPayload, t)
+		}
+		seen[t] = true
 	}
 	return nil
 }

@@ -51,6 +51,8 @@ func TestParseRejects(t *testing.T) {
 		{"empty name", `{"v":1,"order":[""]}`},
 		{"too many", many},
 		{"too big", `{"v":1,"order":["` + strings.Repeat("a", MaxPayload) + `"]}`},
+		{"transport twice in verdicts", `{"v":1,"verdicts":[{"transport":"tcp","state":"blocked"},{"transport":"tcp","state":"blocked"}]}`},
+		{"transport twice in order", `{"v":1,"order":["tcp","quic","tcp"]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -93,6 +93,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []transport.Listener
+	ran       bool // Run was called
 }
 
 // New checks cfg and returns a Server that is not yet listening.
@@ -103,8 +104,23 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("gateway: no endpoints")
 	}
+	for i, ep := range cfg.Endpoints {
+		if ep.Transport == nil {
+			return nil, fmt.Errorf("gateway: endpoint %d (%s) has no transport", i, ep.Addr)
+		}
+	}
 	if h == nil {
 		return nil, errors.New("gateway: no handler")
+	}
+	switch {
+	case cfg.HandshakeTimeout < 0:
+		return nil, fmt.Errorf("gateway: negative HandshakeTimeout %v", cfg.HandshakeTimeout)
+	case cfg.Rate < 0:
+		return nil, fmt.Errorf("gateway: negative Rate %v", cfg.Rate)
+	case cfg.Burst < 0:
+		return nil, fmt.Errorf("gateway: negative Burst %d", cfg.Burst)
+	case cfg.MaxConns < 0:
+		return nil, fmt.Errorf("gateway: negative MaxConns %d", cfg.MaxConns)
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
@@ -131,6 +147,11 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if err := cfg.Router.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	replay := handshake.NewReplayCache(1 << 16)
+	hcfg := handshake.ServerConfig{Static: cfg.Static, Replay: replay, MaxSkew: cfg.MaxSkew}
+	if err := hcfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	if cfg.Router.PadHandshake == nil {
 		cfg.Router.PadHandshake = cfg.Pad
 	}
@@ -142,7 +163,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		cfg:     cfg,
 		h:       h,
 		log:     log.With("component", "gateway"),
-		replay:  handshake.NewReplayCache(1 << 16),
+		replay:  replay,
 		limiter: handshake.NewRateLimiter(cfg.Rate, cfg.Burst, 1<<16),
 		sem:     make(chan struct{}, cfg.MaxConns),
 		perSrc:  transport.NewSourceLimit(cfg.MaxPerSource),
@@ -175,9 +196,15 @@ func (s *Server) Listen(ctx context.Context) ([]net.Addr, error) {
 
 // Run serves connections on the listeners bound by Listen (binding them
 // first if Listen was not called) until ctx ends. It returns after every
-// goroutine it started has exited.
+// goroutine it started has exited. A Server runs once: a second call
+// returns an error at once (the first closed the listeners).
 func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
+	if s.ran {
+		s.mu.Unlock()
+		return errors.New("gateway: Run called more than once")
+	}
+	s.ran = true
 	bound := s.listeners != nil
 	s.mu.Unlock()
 	if !bound {
@@ -185,15 +212,18 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	s.mu.Lock()
+	listeners := s.listeners
+	s.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, l := range s.listeners {
+	for i, l := range listeners {
 		name := s.cfg.Endpoints[i].Transport.Name()
 		wg.Go(func() { s.acceptLoop(ctx, name, l, &wg) })
 	}
 	<-ctx.Done()
-	for _, l := range s.listeners {
+	for _, l := range listeners {
 		l.Close()
 	}
 	wg.Wait()

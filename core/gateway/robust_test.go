@@ -186,3 +186,66 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 		t.Errorf("Overloaded = %d, want %d (the first host's connections beyond half of MaxConns)", got, want)
 	}
 }
+
+// TestNewRefusesBadConfig: New reports a configuration it cannot run
+// with, instead of panicking (a negative MaxConns made the slot channel)
+// or accepting one with which every handshake fails (a MaxSkew the
+// handshake refuses).
+func TestNewRefusesBadConfig(t *testing.T) {
+	gw, err := handshake.GenerateStatic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Wipe)
+	eps := []gateway.Endpoint{{Transport: tcp.New(), Addr: "127.0.0.1:0"}}
+	for _, tt := range []struct {
+		name string
+		cfg  gateway.Config
+	}{
+		{"negative MaxConns", gateway.Config{Static: gw, Endpoints: eps, MaxConns: -1}},
+		{"negative HandshakeTimeout", gateway.Config{Static: gw, Endpoints: eps, HandshakeTimeout: -time.Second}},
+		{"negative Rate", gateway.Config{Static: gw, Endpoints: eps, Rate: -1}},
+		{"negative Burst", gateway.Config{Static: gw, Endpoints: eps, Burst: -1}},
+		{"MaxSkew above a day", gateway.Config{Static: gw, Endpoints: eps, MaxSkew: 48 * time.Hour}},
+		{"negative MaxSkew", gateway.Config{Static: gw, Endpoints: eps, MaxSkew: -time.Second}},
+		{"endpoint without transport", gateway.Config{Static: gw, Endpoints: []gateway.Endpoint{{Addr: "127.0.0.1:0"}}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("New panicked: %v", r)
+				}
+			}()
+			if _, err := gateway.New(tt.cfg, new(echo)); err == nil {
+				t.Fatal("New accepted the configuration")
+			}
+		})
+	}
+}
+
+// TestRunOnce: a second Run fails at once instead of waiting, serving
+// nothing, for its context to end.
+func TestRunOnce(t *testing.T) {
+	gw, err := handshake.GenerateStatic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Wipe)
+	srv, err := gateway.New(gateway.Config{Static: gw, Endpoints: []gateway.Endpoint{{Transport: tcp.New(), Addr: "127.0.0.1:0"}}}, new(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Listen(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := srv.Run(ctx); err != nil {
+		t.Fatalf("first Run: %v", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Run(ctx); err == nil {
+		t.Fatal("second Run returned nil when its context ended, having served nothing")
+	}
+}

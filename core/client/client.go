@@ -29,7 +29,7 @@ type Config struct {
 	Static     *handshake.StaticKey // the device's key; required
 	Gateway    [32]byte             // the gateway's Noise static public key
 	Endpoints  []invite.Endpoint    // in order of preference
-	Transports *transport.Registry  // builds transports by name
+	Transports *transport.Registry  // builds transports by name; required
 	// Only restricts dialing to one transport name; empty tries all.
 	Only string
 	// AttemptTimeout bounds each endpoint's dial and handshake; zero: 10s.
@@ -62,6 +62,12 @@ type endpoint struct {
 func Dial(ctx context.Context, cfg Config) (*router.Session, invite.Endpoint, error) {
 	if cfg.Static == nil {
 		return nil, invite.Endpoint{}, errors.New("client: no device key")
+	}
+	if cfg.Transports == nil {
+		return nil, invite.Endpoint{}, errors.New("client: no transport registry")
+	}
+	if cfg.AttemptTimeout < 0 || cfg.Stagger < 0 {
+		return nil, invite.Endpoint{}, fmt.Errorf("client: negative AttemptTimeout (%v) or Stagger (%v)", cfg.AttemptTimeout, cfg.Stagger)
 	}
 	cfg.AttemptTimeout = cmpOr(cfg.AttemptTimeout, 10*time.Second)
 	cfg.Stagger = cmpOr(cfg.Stagger, 250*time.Millisecond)

@@ -290,8 +290,25 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	if err != nil {
 		return err
 	}
+	// The ops endpoint binds before the transports, so that a gateway
+	// that cannot serve it fails before it has announced addresses or
+	// published them in endpoints.json for invites.
+	var o *ops.Server
+	if cfg.Ops.Listen != "" {
+		if o, err = ops.New(ops.Config{Addr: cfg.Ops.Listen, Ready: st.Ping, Stats: srv.Stats, Logger: log}); err != nil {
+			return err
+		}
+	}
+	stopOps := func() {
+		if o != nil {
+			done, cancel := context.WithCancel(ctx)
+			cancel()
+			o.Run(done) // closes the listener
+		}
+	}
 	addrs, err := srv.Listen(ctx)
 	if err != nil {
+		stopOps()
 		return err
 	}
 	bound := make([]invite.Endpoint, len(addrs))
@@ -304,6 +321,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 		bound[i] = invite.Endpoint{Transport: l.Transport, Addr: pub, Params: public[i]}
 	}
 	if err := writeEndpoints(dir, bound); err != nil {
+		stopOps()
 		return err
 	}
 
@@ -319,11 +337,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 		fmt.Fprintf(out, "listening: %s %s\n", cfg.Listen[i].Transport, a)
 	}
 	var wg sync.WaitGroup
-	if cfg.Ops.Listen != "" {
-		o, err := ops.New(ops.Config{Addr: cfg.Ops.Listen, Ready: st.Ping, Stats: srv.Stats, Logger: log})
-		if err != nil {
-			return err
-		}
+	if o != nil {
 		fmt.Fprintf(out, "ops:       http://%s/metrics (/livez, /readyz)\n", o.Addr())
 		wg.Go(func() { o.Run(ctx) })
 	}

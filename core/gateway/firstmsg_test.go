@@ -4,11 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/commucat/commucat/core/gateway"
 	"github.com/commucat/commucat/core/handshake"
+	"github.com/commucat/commucat/core/transport"
 	"github.com/commucat/commucat/transports/tcp"
 )
 
@@ -76,5 +78,60 @@ func TestQuietConnectionLoggedAtDebug(t *testing.T) {
 			t.Fatalf("%s: nothing logged", tt.name)
 		}
 		c.Close()
+	}
+}
+
+// closingTCP is tcp whose listeners the test can close behind the
+// gateway's back, as a plugin host closes a plugin's listener.
+type closingTCP struct {
+	*tcp.Transport
+	listeners chan transport.Listener
+}
+
+func (c closingTCP) Listen(ctx context.Context, addr string) (transport.Listener, error) {
+	l, err := c.Transport.Listen(ctx, addr)
+	if err == nil {
+		c.listeners <- l
+	}
+	return l, err
+}
+
+// errorLog records the messages of error lines.
+type errorLog struct{ msgs chan string }
+
+func (l errorLog) Enabled(_ context.Context, lv slog.Level) bool { return lv >= slog.LevelError }
+func (l errorLog) WithAttrs([]slog.Attr) slog.Handler            { return l }
+func (l errorLog) WithGroup(string) slog.Handler                 { return l }
+func (l errorLog) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case l.msgs <- r.Message:
+	default:
+	}
+	return nil
+}
+
+// TestListenerClosedLogged: a listener closed while the gateway runs ends
+// that transport's service, and the gateway says so at error level.
+func TestListenerClosedLogged(t *testing.T) {
+	gw, err := handshake.GenerateStatic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Wipe)
+	tr := closingTCP{Transport: tcp.New(), listeners: make(chan transport.Listener, 1)}
+	el := errorLog{msgs: make(chan string, 4)}
+	serve(t, gateway.Config{
+		Static:    gw,
+		Endpoints: []gateway.Endpoint{{Transport: tr, Addr: "127.0.0.1:0"}},
+		Logger:    slog.New(el),
+	}, new(echo))
+	(<-tr.listeners).Close()
+	select {
+	case msg := <-el.msgs:
+		if !strings.Contains(msg, "no longer served") {
+			t.Errorf("logged %q", msg)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing logged at error level after the listener closed")
 	}
 }

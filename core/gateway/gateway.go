@@ -236,7 +236,13 @@ func (s *Server) acceptLoop(ctx context.Context, name string, l transport.Listen
 	for {
 		conn, err := l.Accept(ctx)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, transport.ErrClosed) {
+				// Closed by someone else while the gateway runs: no
+				// client reaches this transport any more.
+				log.Error("listener closed; the transport is no longer served", "err", err)
 				return
 			}
 			log.Warn("accept failed", "err", err)

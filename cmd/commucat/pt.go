@@ -15,8 +15,10 @@ import (
 // ptName is the transport name under which the gateway and clients run Tor
 // pluggable-transport v1 managed proxies (obfs4proxy/lyrebird, snowflake,
 // webtunnel, ...). The endpoint's "method" parameter names the PT method;
-// on the gateway, "binary" names the executable and every other parameter
-// is passed to the PT as a server option.
+// on the gateway, "binary" names the executable, "ext_orport" ("true",
+// the default, or "false") whether the PT forwards through the Extended
+// ORPort, and every other parameter is passed to the PT as a server
+// option.
 const ptName = "pt"
 
 // ptServerFactory builds the gateway side of a PT endpoint.
@@ -25,10 +27,23 @@ func ptServerFactory(p transport.Params, dir string) (transport.Transport, trans
 	if binary == "" || method == "" {
 		return nil, nil, fmt.Errorf("pt: parameters binary and method are required: %w", transport.ErrBadParams)
 	}
+	// The Extended ORPort tells the gateway each client's address, so
+	// that its per-source limits (the handshake rate above all) count
+	// clients rather than the PT, and keeps other local processes off
+	// the PT's loopback port. A PT without it can be run with "false".
+	ext := true
+	switch p["ext_orport"] {
+	case "", "true":
+	case "false":
+		ext = false
+	default:
+		return nil, nil, fmt.Errorf("pt: ext_orport: want true or false, got %q: %w", p["ext_orport"], transport.ErrBadParams)
+	}
 	opts := maps.Clone(p)
 	delete(opts, "binary")
 	delete(opts, "method")
-	t, pub, err := pt.ServerFactory(binary, method)(opts, dir)
+	delete(opts, "ext_orport")
+	t, pub, err := pt.Config{Binary: binary, Method: method, ExtORPort: ext}.ServerFactory()(opts, dir)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/commucat/commucat/core/transport"
+)
+
+// TestPTServerExtORPort: the gateway runs a PT behind the Extended ORPort
+// unless its endpoint says ext_orport: false, so that the gateway sees
+// each client's address; the PT then gets an authentication cookie in
+// its state directory.
+func TestPTServerExtORPort(t *testing.T) {
+	if _, _, err := ptServerFactory(transport.Params{"binary": "/bin/true", "method": "obfs4", "ext_orport": "yes"}, t.TempDir()); !errors.Is(err, transport.ErrBadParams) {
+		t.Errorf("ext_orport: yes: %v, want ErrBadParams", err)
+	}
+	if testing.Short() {
+		t.Skip("builds obfs4proxy; skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "obfs4proxy")
+	if out, err := exec.Command("go", "build", "-o", bin, "gitlab.com/yawning/obfs4.git/obfs4proxy").CombinedOutput(); err != nil {
+		t.Fatalf("build obfs4proxy: %v\n%s", err, out)
+	}
+	for _, tt := range []struct {
+		ext    string
+		cookie bool
+	}{{"", true}, {"true", true}, {"false", false}} {
+		dir := t.TempDir()
+		p := transport.Params{"binary": bin, "method": "obfs4"}
+		if tt.ext != "" {
+			p["ext_orport"] = tt.ext
+		}
+		srv, _, err := ptServerFactory(p, dir)
+		if err != nil {
+			t.Fatalf("ext_orport %q: %v", tt.ext, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ln, err := srv.Listen(ctx, "127.0.0.1:0")
+		cancel()
+		if err != nil {
+			t.Fatalf("ext_orport %q: Listen: %v", tt.ext, err)
+		}
+		_, err = os.Stat(filepath.Join(dir, "extended_orport_auth_cookie"))
+		if got := err == nil; got != tt.cookie {
+			t.Errorf("ext_orport %q: cookie file present %v, want %v (%v)", tt.ext, got, tt.cookie, err)
+		}
+		ln.Close()
+		if c, ok := srv.(io.Closer); ok {
+			c.Close()
+		}
+	}
+}

@@ -35,6 +35,14 @@ up a session (dial plus handshake, median). Everything runs in this process
 on 127.0.0.1; nothing else is contacted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case size < 1:
+				return fmt.Errorf("--bytes: want at least 1, got %d", size)
+			case runs < 1:
+				return fmt.Errorf("--setups: want at least 1, got %d", runs)
+			case repeat < 1:
+				return fmt.Errorf("--repeat: want at least 1, got %d", repeat)
+			}
 			names := only
 			if len(names) == 0 {
 				for _, t := range builtin {
@@ -270,6 +278,8 @@ func benchTransport(ctx context.Context, dir, name string, size int64, runs int,
 		}
 	case <-time.After(5 * time.Minute):
 		return r, errors.New("timed out waiting for the data to arrive")
+	case <-ctx.Done():
+		return r, fmt.Errorf("waiting for the data to arrive: %w", ctx.Err())
 	}
 	r.goodput = mbps(size, time.Since(start))
 	return r, nil

@@ -59,6 +59,9 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 	if run := cmd.RunE; run != nil {
 		cmd.RunE = func(c *cobra.Command, args []string) error {
 			defer f.close()
+			if f.timeout <= 0 {
+				return fmt.Errorf("--timeout: want a positive duration, got %v", f.timeout)
+			}
 			return run(c, args)
 		}
 	}

@@ -24,6 +24,9 @@ the gateway's state directory, while the gateway runs or not. The invite
 contains a secret: hand it over privately.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ttl < 0 {
+				return fmt.Errorf("--ttl: want a positive duration, got %v", ttl)
+			}
 			dir, err := stateDir(state, "gateway")
 			if err != nil {
 				return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -37,6 +38,41 @@ func TestUnknownSubcommand(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err %v (output %q), want one containing %q", err, out.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestDurationFlags gives commands durations they cannot use: each must
+// be refused with the flag's name before anything else happens.
+func TestDurationFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"send --timeout 0", []string{"send", "--to", "bob", "--timeout", "0", "hi"}, "--timeout: want a positive duration, got 0s"},
+		{"listen --timeout -1s", []string{"listen", "--timeout", "-1s"}, "--timeout: want a positive duration, got -1s"},
+		{"register --timeout 0", []string{"register", "--invite", "x", "--name", "a", "--timeout", "0"}, "--timeout: want a positive duration"},
+		{"status --timeout 0", []string{"status", "--timeout", "0"}, "--timeout: want a positive duration"},
+		{"invite --ttl -1h", []string{"invite", "--ttl", "-1h"}, "--ttl: want a positive duration, got -1h0m0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A state directory that does not exist: the flag must be
+			// refused before it is looked at, and it is not created.
+			dir := t.TempDir() + "/state"
+			root := newRoot()
+			var out bytes.Buffer
+			root.SetOut(&out)
+			root.SetErr(&out)
+			root.SetArgs(append(tt.args, "--state", dir))
+			err := root.Execute()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err %v (output %q), want one containing %q", err, out.String(), tt.want)
+			}
+			if _, err := os.Stat(dir); err == nil {
+				t.Errorf("%s was created", dir)
 			}
 		})
 	}

@@ -129,7 +129,7 @@ func Parse(line string) (Invite, error) {
 	}
 	q, err := url.ParseQuery(line[len(prefix):])
 	if err != nil {
-		return in, invalid("bad query encoding")
+		return in, invalid("bad encoding; is it cut off? copy the whole line")
 	}
 	for k, v := range q {
 		switch k {

@@ -73,6 +73,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad endpoint", strings.Replace(good, "tcp%40127.0.0.1%3A7443", "tcp127", 1), "transport@host:port"},
 		{"bad exp", strings.Replace(good, "exp=1800000000", "exp=x", 1), "exp"},
 		{"too long", "commucat://invite?" + strings.Repeat("a", MaxLen), "longer"},
+		{"cut off in an escape", good[:strings.Index(good, "%40")+2], "cut off"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

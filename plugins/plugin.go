@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -663,8 +664,17 @@ func (g *generation) openFlow(ctx context.Context) (id uint64, uc, dc *net.UnixC
 		g.forget(id)
 		// Only the host's own limit condemns the plugin: the caller's
 		// deadline may simply have been short.
-		if errors.Is(err, os.ErrDeadlineExceeded) && own {
-			g.cut(errors.New("the plugin does not read its control socket"))
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if own {
+				g.cut(errors.New("the plugin does not read its control socket"))
+			}
+		case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
+			// The plugin's end is gone: it exited, and the control
+			// reader may not have seen the EOF yet. Mark the generation
+			// dead now, so that the caller tries again in the restarted
+			// plugin instead of failing.
+			g.cut(fmt.Errorf("the plugin exited or closed its control socket: %w", err))
 		}
 		if ctx.Err() != nil {
 			return 0, nil, nil, ctxErr(g.p.info.Name, "open flow", ctx)

@@ -51,6 +51,7 @@ type floodLimit struct {
 }
 
 type floodState struct {
+	root   slog.Handler // gets the drop reports, without a logger's attributes
 	window time.Duration
 	burst  int
 	now    func() time.Time
@@ -68,7 +69,7 @@ type floodCount struct {
 }
 
 func newFloodLimit(next slog.Handler, window time.Duration, burst int, now func() time.Time) *floodLimit {
-	return &floodLimit{next: next, st: &floodState{window: window, burst: burst, now: now, swept: now(), seen: map[string]*floodCount{}}}
+	return &floodLimit{next: next, st: &floodState{root: next, window: window, burst: burst, now: now, swept: now(), seen: map[string]*floodCount{}}}
 }
 
 func (h *floodLimit) Enabled(ctx context.Context, l slog.Level) bool {
@@ -91,7 +92,7 @@ func (h *floodLimit) Handle(ctx context.Context, r slog.Record) error {
 	for _, rep := range reports {
 		rec := slog.NewRecord(rep.at, slog.LevelWarn, "log lines dropped: too many alike", 0)
 		rec.AddAttrs(slog.String("message", rep.msg), slog.Int("dropped", rep.dropped), slog.Duration("window", h.st.window))
-		if err := h.next.Handle(ctx, rec); err != nil {
+		if err := h.st.root.Handle(ctx, rec); err != nil {
 			return err
 		}
 	}

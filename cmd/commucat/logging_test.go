@@ -76,10 +76,13 @@ func TestFloodLimit(t *testing.T) {
 	}
 	count()
 	now = now.Add(2 * time.Minute)
-	log.Info("session ended")
+	derived.Info("session ended")
 	want = map[string]int{
 		"WARN log lines dropped: too many alike accept failed": 2,
 		"INFO session ended": 1,
+	}
+	if strings.Contains(strings.SplitN(out.String(), "\n", 2)[0], "transport") {
+		t.Errorf("the drop report carries the attributes of the logger that triggered it: %s", out.String())
 	}
 	if got := count(); !maps.Equal(got, want) {
 		t.Errorf("after a burst of another message: %v, want %v", got, want)

@@ -294,3 +294,41 @@ func TestAckNamesSender(t *testing.T) {
 		}
 	})
 }
+
+// TestUnregisteredSessionBounded: a device that is not registered gets at
+// most 32 frames other than Register, and 2 minutes, before the gateway
+// ends its registration with ErrRegistrationRefused.
+func TestUnregisteredSessionBounded(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		frames int // sent at once; none: stay silent
+	}{{"frames", 40}, {"silence", 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				g := newGateway(t, messaging.Config{})
+				gw, cl := messagingtest.Pipe(64)
+				done := make(chan error, 1)
+				start := time.Now()
+				go func() {
+					_, err := g.svc.ServeRegistration(context.Background(), [32]byte{9}, gw)
+					done <- err
+				}()
+				// Frames the gateway does not answer, so that its
+				// answers cannot fill the pipe.
+				for range tt.frames {
+					if err := cl.Send(context.Background(), frame.Frame{Type: frame.Ack, Payload: make([]byte, 16)}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				err := <-done
+				if !errors.Is(err, messaging.ErrRegistrationRefused) {
+					t.Fatalf("ServeRegistration = %v, want ErrRegistrationRefused", err)
+				}
+				if took := time.Since(start); tt.frames == 0 && took != 2*time.Minute {
+					t.Errorf("a silent device was cut off after %v, want 2m", took)
+				}
+				cl.Close()
+			})
+		})
+	}
+}

@@ -241,21 +241,40 @@ func (s *Service) Authenticate(ctx context.Context, deviceKey [32]byte) (Peer, e
 	return Peer{UserID: u.ID, User: u.Name, DeviceID: d.ID}, nil
 }
 
-// maxRegisterAttempts bounds the Register frames one unregistered session
-// may send.
-const maxRegisterAttempts = 3
+// Bounds of an unregistered session: the Register frames it may send,
+// the other frames (each answered or ignored) and how long it may stay
+// unregistered, so that a device holding the gateway's key from an
+// invite, but no valid code, cannot keep a session open for ever.
+const (
+	maxRegisterAttempts   = 3
+	maxUnregisteredFrames = 32
+	registerTimeout       = 2 * time.Minute
+)
 
 // ServeRegistration serves a session from a device that is not registered
 // yet (deviceKey is its static key from the handshake): it answers Register
 // frames with a Certificate or an Error frame and, once the device is
 // registered, returns its Peer so the caller can go on with ServeSession on
-// the same session. Other frames are answered with ProblemUnauthorized.
-// After maxRegisterAttempts refusals it returns the last refusal.
+// the same session. Other frames are answered with ProblemUnauthorized
+// (messages) or ignored. After maxRegisterAttempts refusals it returns the
+// last refusal; after 32 other frames, or 2 minutes without registering,
+// an error wrapping ErrRegistrationRefused.
 func (s *Service) ServeRegistration(ctx context.Context, deviceKey [32]byte, c Conn) (Peer, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, registerTimeout, fmt.Errorf("%w: not registered within %v", ErrRegistrationRefused, registerTimeout))
+	defer cancel()
+	others := 0
 	for attempts := 1; ; {
 		f, err := c.Recv(ctx)
 		if err != nil {
+			if cause := context.Cause(ctx); errors.Is(cause, ErrRegistrationRefused) {
+				err = cause
+			}
 			return Peer{}, fmt.Errorf("messaging: registration: receive: %w", err)
+		}
+		if f.Type != frame.Register && f.Type != frame.Close {
+			if others++; others > maxUnregisteredFrames {
+				return Peer{}, fmt.Errorf("messaging: registration: %w: %d frames without registering", ErrRegistrationRefused, others)
+			}
 		}
 		switch f.Type {
 		case frame.Register:

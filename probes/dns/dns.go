@@ -60,7 +60,8 @@ type Config struct {
 	// its first answer, counting further answers. If zero, it does not.
 	DuplicateWindow time.Duration
 	// HTTPClient sends DNS-over-HTTPS queries. If nil, a client without
-	// cookies, redirects or proxies.
+	// cookies, redirects, proxies or kept-alive connections: each lookup
+	// closes its connection, so that none outlives the probe's run.
 	HTTPClient *http.Client
 	// Public lists address ranges taken as public although they are
 	// bogons (IsBogon): a test network's own addresses, such as the
@@ -102,7 +103,7 @@ func New(cfg Config) (*Probe, error) {
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{
-			Transport:     &http.Transport{Proxy: nil, ForceAttemptHTTP2: true},
+			Transport:     &http.Transport{Proxy: nil, ForceAttemptHTTP2: true, DisableKeepAlives: true},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}

@@ -100,10 +100,13 @@ func (a *Age) Run(ctx context.Context, env *probes.Env) probes.Result {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	born := env.Now()
+	end := born.Add(c.MaxAge)
+	// Writes end with the probe: a peer or a middlebox that stops taking
+	// bytes cannot hold the Hello or a Ping past MaxAge.
+	conn.SetWriteDeadline(time.Now().Add(c.MaxAge))
 	if len(c.Hello) > 0 {
 		conn.Write(c.Hello)
 	}
-	end := born.Add(c.MaxAge)
 	failure, op := "", ooni.OpRead
 	buf := make([]byte, 4096)
 	lastData := born
@@ -115,6 +118,10 @@ func (a *Age) Run(ctx context.Context, env *probes.Env) probes.Result {
 		}
 		if len(c.Ping) > 0 && !now.Before(nextPing) {
 			if _, err := conn.Write(c.Ping); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+					break // MaxAge came while the Ping waited
+				}
 				failure, op = ooni.Classify(err), ooni.OpWrite
 				break
 			}

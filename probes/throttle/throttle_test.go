@@ -172,3 +172,64 @@ func TestNewRejects(t *testing.T) {
 		t.Error("NewAge accepted an address without a port")
 	}
 }
+
+// stuckServer starts a TCP server that accepts and neither reads nor
+// writes until the test ends, as a peer whose window a middlebox keeps
+// shut.
+func stuckServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		<-done
+		c.Close()
+	}()
+	t.Cleanup(func() {
+		close(done)
+		ln.Close()
+		<-stopped
+	})
+	return ln.Addr().String()
+}
+
+// TestAgeWritesEndAtMaxAge checks that a Hello or a Ping the peer never
+// takes does not hold the probe past MaxAge: it ends on its own, well
+// before its context, with the connection alive.
+func TestAgeWritesEndAtMaxAge(t *testing.T) {
+	big := make([]byte, 64<<20) // more than loopback's socket buffers hold
+	tests := []struct {
+		name string
+		cfg  throttle.AgeConfig
+	}{
+		{"hello", throttle.AgeConfig{Hello: big}},
+		{"ping", throttle.AgeConfig{Ping: big, Interval: 50 * time.Millisecond}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Addr, tt.cfg.MaxAge = stuckServer(t), 300*time.Millisecond
+			p, err := throttle.NewAge(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			res := p.Run(ctx, probes.NewEnv(time.Now(), nil, nil))
+			if ctx.Err() != nil {
+				t.Fatalf("the probe ran until its context ended, past MaxAge (%s)", res.Details)
+			}
+			k := res.Keys.(*throttle.AgeKeys)
+			if k.XKilled == nil || *k.XKilled || res.State != probes.StateOK {
+				t.Fatalf("x_killed %v state %v (%s), want alive", k.XKilled, res.State, res.Details)
+			}
+		})
+	}
+}

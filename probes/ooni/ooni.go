@@ -466,7 +466,12 @@ func (s *MaybeBinary) UnmarshalJSON(b []byte) error {
 const Scrubbed = "[scrubbed]"
 
 var (
-	scrubIPv4 = regexp.MustCompile(`\b(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(?::[0-9]{1,5})?\b`)
+	// scrubIPv4 matches four dotted octets wherever they are, without
+	// word boundaries: an address right after a letter, a digit or an
+	// underscore is still an address, as in a URL-encoded parameter
+	// ("ip%3D203.0.113.7") or an identifier ("host_203.0.113.7").
+	// Dotted version numbers with four parts are scrubbed too.
+	scrubIPv4 = regexp.MustCompile(`(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(?::[0-9]{1,5})?`)
 	// scrubIPv6 matches groups of hex digits joined by colons with at
 	// least two colons and at least one hex digit, which catches every
 	// IPv6 address written in text and few other things.

@@ -198,6 +198,10 @@ func TestScrub(t *testing.T) {
 		{"fe80::1%eth0", "[scrubbed]%eth0"},
 		{"at 12:30:45 today", "at 12:30:45 today"},
 		{"version 1.2.3", "version 1.2.3"},
+		{"Location: /block?u=x%26ip%3D203.0.113.7", "Location: /block?u=x%26ip%3D[scrubbed]"},
+		{"host_203.0.113.7_x", "host_[scrubbed]_x"},
+		{"ip203.0.113.7:8080", "ip[scrubbed]"},
+		{"203.0.113.70000::1", "[scrubbed][scrubbed]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -38,7 +38,14 @@ func (s *Stage) Get() (op, failure string) {
 	return s.op, s.failure
 }
 
+// MaxResponseHeader bounds the response headers a TracedHTTPTransport
+// reads, as browsers bound them; a response with more fails. The headers
+// are written whole into the report, unlike the body, of which only a
+// snapshot is.
+const MaxResponseHeader = 256 << 10
+
 // TracedHTTPTransport returns an HTTP/1.1 transport without keep-alives
+// that reads at most MaxResponseHeader bytes of response headers and
 // whose resolves, connects and TLS handshakes go through env and are
 // recorded in env's trace under transaction tx with tag, and whose progress
 // is recorded in st. rootCAs verifies HTTPS servers (nil: the system's);
@@ -71,8 +78,9 @@ func TracedHTTPTransport(env *Env, tx int64, tag string, rootCAs *x509.CertPool,
 		return conn, a, nil
 	}
 	return &http.Transport{
-		Proxy:             nil,
-		DisableKeepAlives: true,
+		Proxy:                  nil,
+		DisableKeepAlives:      true,
+		MaxResponseHeaderBytes: MaxResponseHeader,
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			c, _, err := dial(ctx, addr)
 			return c, err

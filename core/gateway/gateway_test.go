@@ -76,6 +76,13 @@ func startServer(t *testing.T, rate float64, burst int) *fixture {
 // when Run must return nil; it returns the bound addresses.
 func serve(t *testing.T, cfg gateway.Config, h gateway.Handler) []net.Addr {
 	t.Helper()
+	_, addrs := serveServer(t, cfg, h)
+	return addrs
+}
+
+// serveServer is serve that also returns the server, for its Stats.
+func serveServer(t *testing.T, cfg gateway.Config, h gateway.Handler) (*gateway.Server, []net.Addr) {
+	t.Helper()
 	srv, err := gateway.New(cfg, h)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +101,7 @@ func serve(t *testing.T, cfg gateway.Config, h gateway.Handler) []net.Addr {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return addrs
+	return srv, addrs
 }
 
 func dial(t *testing.T, f *fixture, gwKey [32]byte) (*router.Session, *handshake.StaticKey, error) {

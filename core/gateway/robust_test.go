@@ -133,28 +133,11 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 	}
 	t.Cleanup(gw.Wipe)
 	const maxConns = 16
-	srv, err := gateway.New(gateway.Config{
+	srv, addrs := serveServer(t, gateway.Config{
 		Static:    gw,
 		Endpoints: []gateway.Endpoint{{Transport: tcp.New(), Addr: "127.0.0.1:0"}},
 		MaxConns:  maxConns,
 	}, new(echo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs, err := srv.Listen(ctx)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
 	// The gateway accepts connections in the order they were made, so
 	// these are all taken before the other host's.
 	for range maxConns {
@@ -175,7 +158,7 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Wipe()
-	hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
+	hctx, hcancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer hcancel()
 	res, err := handshake.Client(hctx, c, handshake.ClientConfig{Static: dev, ServerPublic: gw.Public()})
 	if err != nil {

@@ -370,13 +370,7 @@ func terminalText(s string) string {
 // breaks the text around it: the bidirectional marks, embeddings,
 // overrides and isolates, and the line and paragraph separators.
 func hiddenControl(r rune) bool {
-	switch {
-	case r == 0x061c, r == 0x200e, r == 0x200f, r == 0x2028, r == 0x2029:
-		return true
-	case 0x202a <= r && r <= 0x202e, 0x2066 <= r && r <= 0x2069:
-		return true
-	}
-	return false
+	return unicode.In(r, unicode.Bidi_Control, unicode.Zl, unicode.Zp)
 }
 
 // handleError marks an error of the local message handler (such as a closed

@@ -264,7 +264,7 @@ func (s *Server) acceptLoop(ctx context.Context, name string, l transport.Listen
 			conn.Close()
 			continue
 		}
-		release, ok := s.perSrc.Take(conn.RemoteAddr(), len(s.sem) > cap(s.sem)/2)
+		release, ok := s.perSrc.Take(conn.RemoteAddr(), transport.Scarce(s.sem))
 		if !ok {
 			<-s.sem
 			s.count.overloaded.Add(1)
@@ -336,8 +336,6 @@ func sourceOf(conn net.Conn) string {
 	return a
 }
 
-// prefixConn replays the first message, already read, before the rest of
-// the connection, so that the handshake reads it again.
 // countingReader counts the bytes read through it.
 type countingReader struct {
 	r io.Reader
@@ -350,6 +348,8 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// prefixConn replays the first message, already read, before the rest of
+// the connection, so that the handshake reads it again.
 type prefixConn struct {
 	net.Conn
 	r io.Reader

@@ -165,7 +165,7 @@ func (l *HandshakeListener) acceptLoop() {
 			<-l.sem
 			return
 		}
-		release, ok := l.perSrc.Take(raw.RemoteAddr(), 2*len(l.sem) > cap(l.sem))
+		release, ok := l.perSrc.Take(raw.RemoteAddr(), Scarce(l.sem))
 		if !ok {
 			// Slots are scarce and its source holds its share.
 			raw.Close()

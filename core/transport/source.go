@@ -20,6 +20,11 @@ type SourceLimit struct {
 	n   map[netip.Prefix]int
 }
 
+// Scarce reports whether more than half of slots, a semaphore of
+// buffered tokens, are taken: the point from which a SourceLimit holds
+// each source to its share.
+func Scarce(slots chan struct{}) bool { return 2*len(slots) > cap(slots) }
+
 // NewSourceLimit returns a limit of max connections per source; for max
 // <= 0 it returns nil, which limits nothing.
 func NewSourceLimit(max int) *SourceLimit {

@@ -134,7 +134,7 @@ func (l *listener) serve() {
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetNoDelay(true) //nolint:errcheck // an optimisation only
 		}
-		srcRelease, ok := l.hsSrc.Take(c.RemoteAddr(), scarce(l.handshakes))
+		srcRelease, ok := l.hsSrc.Take(c.RemoteAddr(), transport.Scarce(l.handshakes))
 		if !ok {
 			// Slots are scarce and its source holds its share: the
 			// cover answers it, as it would any connection.
@@ -145,9 +145,6 @@ func (l *listener) serve() {
 		l.wg.Go(func() { l.handle(c, srcRelease) })
 	}
 }
-
-// scarce reports whether more than half of slots are taken.
-func scarce(slots chan struct{}) bool { return 2*len(slots) > cap(slots) }
 
 // handle reads one connection's hello and dispatches it. srcRelease
 // gives back its source's count, along with its handshake slot.
@@ -316,7 +313,7 @@ func (l *listener) relay(c net.Conn, buffered []byte) {
 	default:
 		return // too many relays: drop, as an overloaded server would
 	}
-	srcRelease, ok := l.relaySrc.Take(c.RemoteAddr(), scarce(l.relays))
+	srcRelease, ok := l.relaySrc.Take(c.RemoteAddr(), transport.Scarce(l.relays))
 	if !ok {
 		return // likewise, for one source
 	}

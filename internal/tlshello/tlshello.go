@@ -120,6 +120,16 @@ func readUint16s(list cryptobyte.String) []uint16 {
 	return out
 }
 
+// wholeList16 returns the body of the 2-byte-length list that fills data.
+func wholeList16(data []byte) (cryptobyte.String, bool) {
+	in := cryptobyte.String(data)
+	var list cryptobyte.String
+	if !in.ReadUint16LengthPrefixed(&list) || !in.Empty() {
+		return nil, false
+	}
+	return list, true
+}
+
 // ServerName is one entry of a server_name extension.
 type ServerName struct {
 	// Type is the name_type; 0 is host_name, the only one defined.
@@ -132,9 +142,8 @@ type ServerName struct {
 // 2-byte-length name. The list and the names may be empty. It reports
 // false if the framing is wrong.
 func ServerNames(data []byte) ([]ServerName, bool) {
-	in := cryptobyte.String(data)
-	var list cryptobyte.String
-	if !in.ReadUint16LengthPrefixed(&list) || !in.Empty() {
+	list, ok := wholeList16(data)
+	if !ok {
 		return nil, false
 	}
 	var out []ServerName
@@ -155,9 +164,8 @@ func ServerNames(data []byte) ([]ServerName, bool) {
 // protocol names. The list (then nil) and the names may be empty. It
 // reports false if the framing is wrong.
 func ALPN(data []byte) ([]string, bool) {
-	in := cryptobyte.String(data)
-	var list cryptobyte.String
-	if !in.ReadUint16LengthPrefixed(&list) || !in.Empty() {
+	list, ok := wholeList16(data)
+	if !ok {
 		return nil, false
 	}
 	var out []string
@@ -216,9 +224,8 @@ type KeyShare struct {
 // 2-byte-length key. The list (then nil) and the keys may be empty. It
 // reports false if the framing is wrong.
 func KeyShares(data []byte) ([]KeyShare, bool) {
-	in := cryptobyte.String(data)
-	var list cryptobyte.String
-	if !in.ReadUint16LengthPrefixed(&list) || !in.Empty() {
+	list, ok := wholeList16(data)
+	if !ok {
 		return nil, false
 	}
 	var out []KeyShare

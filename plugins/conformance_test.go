@@ -5,6 +5,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -16,11 +17,22 @@ import (
 // TestConformance runs core/transport's conformance suite against the
 // built-in transports' plugin binaries, through the host. (The example
 // plugin's run is in TestExamplePlugin.)
+//
+// Every flow has rings (protocol version 3) but in the websocket runs
+// "sockets", where none has, and "one-ring", where one flow at a time
+// has and the others go through their socket.
 func TestConformance(t *testing.T) {
-	for _, name := range []string{"tcp", "quic", "kcp", "obfs4", "websocket", "reality"} {
-		t.Run(name, func(t *testing.T) {
+	for _, run := range []struct {
+		name, variant string
+		rings         int
+	}{
+		{"tcp", "", 0}, {"quic", "", 0}, {"kcp", "", 0}, {"obfs4", "", 0}, {"websocket", "", 0}, {"reality", "", 0},
+		{"websocket", "sockets", -1}, {"websocket", "one-ring", 1},
+	} {
+		name := run.name
+		t.Run(strings.TrimSuffix(name+"/"+run.variant, "/"), func(t *testing.T) {
 			bin := buildPlugin(t, name, "./cmd/commucat-transport-"+name)
-			_, r := startHost(t, HostConfig{}, pluginDir(t, map[string]string{name: bin}))
+			_, r := startHost(t, HostConfig{RingFlows: run.rings}, pluginDir(t, map[string]string{name: bin}))
 			var client, server transport.Transport
 			if name == "reality" {
 				client, server = realitySides(t, r)

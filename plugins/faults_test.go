@@ -249,8 +249,9 @@ func TestGarbage(t *testing.T) {
 		{"garbagectl", "protocol violation"},
 		{"garbagegrpc", "protocol violation"},
 		{"badaddr", "protocol violation"},
+		{"garbagering", "protocol violation in read on flow"},
 	}
-	dir := pluginDir(t, map[string]string{"garbagectl": bin, "garbagegrpc": bin, "badaddr": bin, "good": bin})
+	dir := pluginDir(t, map[string]string{"garbagectl": bin, "garbagegrpc": bin, "badaddr": bin, "garbagering": bin, "good": bin})
 	h, r := startHost(t, HostConfig{Backoff: 10 * time.Millisecond}, dir)
 	other, _, ln := echoConn(t, r, "good")
 	for _, tt := range tests {
@@ -262,6 +263,13 @@ func TestGarbage(t *testing.T) {
 			}
 			old := currentGen(t, h, tt.mode)
 			c, err := client.Dial(ctx, ln.Addr().String())
+			if err == nil && tt.mode == "garbagering" {
+				// The broken ring is seen when the host reads it.
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Read(make([]byte, 10)); !errors.Is(err, transport.ErrRefused) {
+					t.Errorf("Read = %v; want transport.ErrRefused", err)
+				}
+			}
 			if err == nil {
 				// The garbage on the control socket may be read after the
 				// call returned; the plugin is cut off all the same.

@@ -633,13 +633,16 @@ func closeFDs(fds []int) {
 
 // openFlow creates a flow (and its datagram socket pair, if the plugin
 // has datagram capability; dc is nil otherwise) and sends the plugin's
-// ends; the caller names the flow in a Dial or Accept call.
-func (g *generation) openFlow(ctx context.Context) (id uint64, uc, dc *net.UnixConn, err error) {
-	uc, peer, err := ctl.FlowPair()
+// ends; the caller names the flow in a Dial or Accept call. The flow's
+// stream is its socket, or rings over it if the plugin speaks
+// proto.RingVersion and HostConfig.RingFlows allows another.
+func (g *generation) openFlow(ctx context.Context) (id uint64, uc stream, dc *net.UnixConn, err error) {
+	sock, peer, err := ctl.FlowPair()
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("plugins: %s: %w", g.p.info.Name, err)
 	}
 	defer peer.Close()
+	uc = sock
 	peers := []*os.File{peer}
 	if g.datagram.Load() {
 		var dpeer *os.File
@@ -649,6 +652,13 @@ func (g *generation) openFlow(ctx context.Context) (id uint64, uc, dc *net.UnixC
 		}
 		defer dpeer.Close()
 		peers = append(peers, dpeer)
+	}
+	if g.version >= proto.RingVersion {
+		if rs, files := g.p.h.newRing(sock); rs != nil {
+			defer closeFiles(files)
+			uc = rs
+			peers = append(peers, files...)
+		}
 	}
 	g.mu.Lock()
 	g.lastFlow++
@@ -660,7 +670,8 @@ func (g *generation) openFlow(ctx context.Context) (id uint64, uc, dc *net.UnixC
 		deadline, own = d, false
 	}
 	if err := g.ctl.Send(ctl.Msg{Type: ctl.TypeFlow, Flow: id}, deadline, peers...); err != nil {
-		closeConns(uc, dc)
+		uc.Close()
+		closeConns(dc)
 		g.forget(id)
 		// Only the host's own limit condemns the plugin: the caller's
 		// deadline may simply have been short.
@@ -682,6 +693,13 @@ func (g *generation) openFlow(ctx context.Context) (id uint64, uc, dc *net.UnixC
 		return 0, nil, nil, &opError{name: g.p.info.Name, op: "open flow", kind: transport.ErrRefused, err: err}
 	}
 	return id, uc, dc, nil
+}
+
+// closeFiles closes files.
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // closeConns closes the sockets that are not nil.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/commucat/commucat/core/transport"
 	"github.com/commucat/commucat/plugins/internal/ctl"
+	"github.com/commucat/commucat/plugins/internal/ring"
 	"github.com/commucat/commucat/plugins/proto"
 )
 
@@ -254,7 +255,8 @@ func (t *Transport) dialOn(ctx context.Context, g *generation, inst uint64, addr
 		err = g.checkDatagrams("dial", r.GetMaxDatagramSize(), r.GetHandedOver())
 	}
 	if err != nil {
-		closeConns(uc, dc)
+		uc.Close()
+		closeConns(dc)
 		g.abandon(id)
 		return nil, g.callErr(ctx, "dial "+addr, err)
 	}
@@ -275,7 +277,7 @@ type flowConn interface {
 
 // handedOver takes the TCP socket the plugin handed over for flow id in
 // place of the socket pair uc.
-func (g *generation) handedOver(ctx context.Context, t *Transport, op string, id uint64, uc *net.UnixConn) (flowConn, error) {
+func (g *generation) handedOver(ctx context.Context, t *Transport, op string, id uint64, uc stream) (flowConn, error) {
 	uc.Close()
 	f, err := g.takeSocket(id)
 	if err != nil {
@@ -426,7 +428,8 @@ func (l *listener) acceptOnce(ctx context.Context) (flowConn, error) {
 		err = g.checkDatagrams("accept", r.GetMaxDatagramSize(), r.GetHandedOver())
 	}
 	if err != nil {
-		closeConns(uc, dc)
+		uc.Close()
+		closeConns(dc)
 		g.abandon(id)
 		err = g.callErr(ctx, "accept", err)
 		if g.isDead() && ctx.Err() == nil {
@@ -632,11 +635,11 @@ func ctxErr(name, op string, ctx context.Context) error {
 }
 
 // conn is the host's end of a flow: a real AF_UNIX socket, so reads,
-// writes and deadlines are the kernel's; and, if the flow carries
-// datagrams, its datagram socket.
+// writes and deadlines are the kernel's, or rings over it; and, if the
+// flow carries datagrams, its datagram socket.
 type conn struct {
 	t             *Transport // keeps the instance in the plugin alive
-	uc            *net.UnixConn
+	uc            stream
 	g             *generation
 	id            uint64
 	local, remote netAddr
@@ -695,7 +698,7 @@ var (
 
 // newConn returns the conn of flow id; dc and dmax are its datagram
 // socket and limit, or nil and 0.
-func newConn(t *Transport, g *generation, id uint64, uc, dc *net.UnixConn, local, remote *proto.Addr, half bool, dmax uint32) *conn {
+func newConn(t *Transport, g *generation, id uint64, uc stream, dc *net.UnixConn, local, remote *proto.Addr, half bool, dmax uint32) *conn {
 	c := &conn{t: t, uc: uc, g: g, id: id, local: addrFrom(local), remote: addrFrom(remote), half: half}
 	if dc != nil && dmax > 0 {
 		c.dc, c.dmax, c.drecv = dc, int(dmax), make(chan struct{}, 1)
@@ -721,7 +724,8 @@ func (c *conn) netConn() net.Conn {
 
 // release closes a conn that was never handed out.
 func (c *conn) release() {
-	closeConns(c.uc, c.dc)
+	c.uc.Close()
+	closeConns(c.dc)
 	c.g.abandon(c.id)
 }
 
@@ -923,6 +927,10 @@ func (c *conn) datagramErr(op string, err error) error {
 
 // wrap wraps an I/O error with its core/transport sentinel.
 func (c *conn) wrap(op string, err error) error {
+	if errors.Is(err, ring.ErrCorrupt) {
+		// The plugin is cut off; the ring stays broken.
+		return &opError{name: c.name(), op: op, kind: transport.ErrRefused, err: c.g.violation(fmt.Sprintf("%s on flow %d", op, c.id), err)}
+	}
 	if isReset(err) {
 		err = fmt.Errorf("flow %d ended abnormally (%s): %w", c.id, c.why(c.g.ctl.Sync()), err)
 	}

@@ -7,9 +7,11 @@ package plugintest
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -34,6 +36,7 @@ var Modes = map[string]string{
 	"proto1":       "speaks only plugin protocol version 1 (from before datagrams), and would offer datagrams",
 	"garbagedgram": "offers datagrams, and Dial writes a malformed record on the flow's datagram socket",
 	"emptydgram":   "offers datagrams, and Dial writes an empty record, then a good one, on the flow's datagram socket",
+	"garbagering":  "Dial writes an impossible position into every flow ring it has mapped",
 	"hangconfig":   "the server side hangs in Configure while the file named by $" + HangEnv + " exists",
 	"wrongname":    "describes itself under another name",
 }
@@ -133,6 +136,8 @@ func (f *faulty) Dial(ctx context.Context, addr string) (net.Conn, error) {
 			syscall.Write(fd, []byte{0xff, 'x'}) //nolint:errcheck // the fault: a record of an unknown kind
 		}
 		return dgramConn{c}, nil
+	case "garbagering":
+		breakRings()
 	case "emptydgram":
 		if fd := datagramFD(); fd >= 0 {
 			syscall.Write(fd, nil)                    //nolint:errcheck // the fault: an empty record
@@ -161,6 +166,35 @@ func datagramFD() int {
 		}
 	}
 	return -1
+}
+
+// breakRings writes, in every flow ring the process has mapped, a
+// position beyond the ring's size as the tail of the ring towards the
+// host: a plugin that scribbles on shared memory.
+func breakRings() {
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return
+	}
+	mem, err := os.OpenFile("/proc/self/mem", os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer mem.Close()
+	tail := binary.NativeEndian.AppendUint64(nil, 1<<40)
+	for _, line := range strings.Split(string(maps), "\n") {
+		if !strings.Contains(line, "/memfd:commucat-flow") {
+			continue
+		}
+		span, _, _ := strings.Cut(line, " ")
+		lo, hi, _ := strings.Cut(span, "-")
+		start, err1 := strconv.ParseInt(lo, 16, 64)
+		end, err2 := strconv.ParseInt(hi, 16, 64)
+		if err1 != nil || err2 != nil || end <= start {
+			continue
+		}
+		mem.WriteAt(tail, start+(end-start)/2) //nolint:errcheck // the fault: the tail of the ring towards the host
+	}
 }
 
 // dgramConn offers datagrams it never carries.

@@ -14,8 +14,10 @@
 // ProtocolVersion; the handshake picks the highest one both speak, and a
 // plugin that shares none with the host is refused. Version 1 is the
 // first; version 2 adds datagrams (a SOCK_SEQPACKET socket per flow
-// beside the stream, see docs/PLUGINS.md). A version 1 peer is served as
-// before: without datagrams.
+// beside the stream, see docs/PLUGINS.md); version 3 adds rings (a flow's
+// bytes through shared memory, with its socket as the doorbell; see
+// plugins/internal/ring). An older peer is served as before: without
+// what later versions add.
 package proto
 
 import (
@@ -29,13 +31,17 @@ import (
 
 // ProtocolVersion is the plugin protocol version this package describes,
 // the newest one.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // MinProtocolVersion is the oldest plugin protocol version still spoken.
 const MinProtocolVersion = 1
 
 // DatagramVersion is the first protocol version with datagrams.
 const DatagramVersion = 2
+
+// RingVersion is the first protocol version in which a FLOW may carry a
+// ring memfd.
+const RingVersion = 3
 
 // The go-plugin handshake: a plugin started without this variable set to
 // this value refuses to run, which keeps the binary from being run by hand

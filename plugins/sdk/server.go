@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/commucat/commucat/plugins/internal/ctl"
+	"github.com/commucat/commucat/plugins/internal/ring"
 	"github.com/commucat/commucat/plugins/proto"
 )
 
@@ -115,6 +116,9 @@ type server struct {
 	// datagram is set by Describe when the plugin announced datagram
 	// capability: every FLOW then carries a datagram socket.
 	datagram atomic.Bool
+	// rings is set by Describe when the host speaks RingVersion: a FLOW
+	// may then carry a ring memfd and a room bell last.
+	rings atomic.Bool
 
 	st struct {
 		flowsTotal, dials, dialErrors, accepts atomic.Uint64
@@ -129,6 +133,8 @@ type flow struct {
 	id        uint64
 	fd        int           // received descriptor, until claimed; -1 after
 	dfd       int           // received datagram descriptor, or -1
+	rfd       int           // received ring memfd, or -1
+	bfd       int           // received room bell, or -1
 	ready     chan struct{} // closed when fd arrives or the host cancels
 	got       bool          // FLOW received
 	claimed   bool          // a Dial or Accept call took it
@@ -137,9 +143,9 @@ type flow struct {
 	hostEOF   bool          // EOF received from the host
 	closeReq  bool          // CLOSE received while active
 
-	tc    net.Conn      // the transport's connection
-	uc    *net.UnixConn // the flow socket
-	left  atomic.Int32  // copy directions still running
+	tc    net.Conn     // the transport's connection
+	uc    stream       // the flow socket, or the rings over it
+	left  atomic.Int32 // copy directions still running
 	close sync.Once
 
 	dc     *net.UnixConn      // the datagram socket, if the flow carries datagrams
@@ -172,7 +178,7 @@ func (f *flow) endDatagrams() {
 
 // closeFDs closes the descriptors f received and nobody claimed.
 func (f *flow) closeFDs() {
-	for _, fd := range []*int{&f.fd, &f.dfd} {
+	for _, fd := range []*int{&f.fd, &f.dfd, &f.rfd, &f.bfd} {
 		if *fd >= 0 {
 			syscall.Close(*fd)
 			*fd = -1
@@ -211,11 +217,14 @@ func (s *server) handleCtl(m ctl.Msg, fds []int) error {
 		if s.datagram.Load() {
 			want = 2 // the stream socket, then the datagram socket
 		}
-		if len(fds) != want {
+		dfd, rfd, bfd := -1, -1, -1
+		switch {
+		case len(fds) == want+2 && s.rings.Load(): // then the ring memfd and room bell
+			rfd, bfd = fds[want], fds[want+1]
+		case len(fds) != want:
 			closeFDs(fds)
 			return &ctl.ViolationError{Reason: fmt.Sprintf("FLOW with %d descriptors, want %d", len(fds), want)}
 		}
-		dfd := -1
 		if want == 2 {
 			dfd = fds[1]
 		}
@@ -226,7 +235,7 @@ func (s *server) handleCtl(m ctl.Msg, fds []int) error {
 				s.log.Warn("too many unclaimed flows; dropped one", "flow", m.Flow)
 				return nil
 			}
-			f = &flow{id: m.Flow, fd: fds[0], dfd: dfd, ready: make(chan struct{}), got: true}
+			f = &flow{id: m.Flow, fd: fds[0], dfd: dfd, rfd: rfd, bfd: bfd, ready: make(chan struct{}), got: true}
 			close(f.ready)
 			s.flows[m.Flow] = f
 			s.pending++
@@ -237,7 +246,7 @@ func (s *server) handleCtl(m ctl.Msg, fds []int) error {
 			closeFDs(fds)
 			return &ctl.ViolationError{Reason: fmt.Sprintf("FLOW for flow %d after its CLOSE", m.Flow)}
 		default: // a claimer waits for it
-			f.fd, f.dfd, f.got = fds[0], dfd, true
+			f.fd, f.dfd, f.rfd, f.bfd, f.got = fds[0], dfd, rfd, bfd, true
 			close(f.ready)
 		}
 	case ctl.TypeEOF:
@@ -266,21 +275,24 @@ func (s *server) handleCtl(m ctl.Msg, fds []int) error {
 	return nil
 }
 
+// closeFDs closes the descriptors that are not -1.
 func closeFDs(fds []int) {
 	for _, fd := range fds {
-		syscall.Close(fd)
+		if fd >= 0 {
+			syscall.Close(fd)
+		}
 	}
 }
 
 // claim takes the flow socket (and datagram socket, if any: dc is nil
 // otherwise) the host sent for id, waiting for them until ctx ends.
-func (s *server) claim(ctx context.Context, id uint64) (f *flow, uc, dc *net.UnixConn, err error) {
+func (s *server) claim(ctx context.Context, id uint64) (f *flow, uc stream, dc *net.UnixConn, err error) {
 	s.ctl.Sync() //nolint:errcheck // a dead control socket ends the process
 	s.mu.Lock()
 	f = s.flows[id]
 	switch {
 	case f == nil:
-		f = &flow{id: id, fd: -1, dfd: -1, ready: make(chan struct{})}
+		f = &flow{id: id, fd: -1, dfd: -1, rfd: -1, bfd: -1, ready: make(chan struct{})}
 		s.flows[id] = f
 	case f.claimed:
 		s.mu.Unlock()
@@ -304,10 +316,10 @@ func (s *server) claim(ctx context.Context, id uint64) (f *flow, uc, dc *net.Uni
 		}
 		return nil, nil, nil, fmt.Errorf("sdk: flow %d cancelled by the host: %w", id, ErrClosed)
 	}
-	fd, dfd := f.fd, f.dfd
-	f.fd, f.dfd = -1, -1
+	fd, dfd, rfd, bfd := f.fd, f.dfd, f.rfd, f.bfd
+	f.fd, f.dfd, f.rfd, f.bfd = -1, -1, -1, -1
 	s.mu.Unlock()
-	uc, err = ctl.FlowConn(fd)
+	uc, err = flowStream(fd, rfd, bfd)
 	if err != nil {
 		if dfd >= 0 {
 			syscall.Close(dfd)
@@ -350,7 +362,7 @@ func (s *server) drop(f *flow) {
 // datagrams between them. It returns the largest datagram the host may
 // send (tc's limit, at most ctl.MaxDatagram), or 0 if the flow has no
 // datagrams (dc is closed then).
-func (s *server) start(f *flow, tc net.Conn, uc, dc *net.UnixConn) int {
+func (s *server) start(f *flow, tc net.Conn, uc stream, dc *net.UnixConn) int {
 	f.tc, f.uc = tc, uc
 	f.left.Store(2)
 	limit := 0
@@ -438,10 +450,35 @@ func (s *server) datagramsDown(ctx context.Context, f *flow, d DatagramConn, lim
 
 type closeWriter interface{ CloseWrite() error }
 
+// stream is a flow's byte stream: its socket, or the rings over it.
+type stream interface {
+	io.ReadWriteCloser
+	closeWriter
+}
+
+// flowStream turns the received flow descriptor fd, and the ring memfd
+// rfd and room bell bfd if the host sent them (else -1), into the flow's
+// stream. It takes ownership of all three.
+func flowStream(fd, rfd, bfd int) (stream, error) {
+	uc, err := ctl.FlowConn(fd)
+	if err != nil {
+		closeFDs([]int{rfd, bfd})
+		return nil, err
+	}
+	if rfd < 0 {
+		return uc, nil
+	}
+	rc, err := ring.Accept(uc, rfd, bfd)
+	if err != nil {
+		return nil, err
+	}
+	return rc, nil
+}
+
 // join joins the transport connection c to flow f: it hands c's socket
 // over if it may, else splices it. It returns what the answer says:
 // whether c was handed over, and the flow's datagram limit (0: none).
-func (s *server) join(f *flow, c net.Conn, uc, dc *net.UnixConn) (bool, uint32) {
+func (s *server) join(f *flow, c net.Conn, uc stream, dc *net.UnixConn) (bool, uint32) {
 	if s.handOver(f, c, uc) {
 		closeConns(dc)
 		return true, 0
@@ -462,7 +499,7 @@ func closeConns(cs ...*net.UnixConn) {
 // socket pair, if the plugin allows it and c is a TCP socket. On success
 // c and uc are closed (the host holds its own descriptor of the socket)
 // and f is forgotten.
-func (s *server) handOver(f *flow, c net.Conn, uc *net.UnixConn) bool {
+func (s *server) handOver(f *flow, c net.Conn, uc stream) bool {
 	if !s.p.HandOver {
 		return false
 	}
@@ -555,7 +592,7 @@ func (s *server) add(m map[uint64]Transport, t Transport) uint64 {
 }
 
 // Describe names the plugin, in the protocol version the host
-// negotiated: datagram capability needs version 2.
+// negotiated: datagram capability needs version 2, rings version 3.
 func (s *server) Describe(_ context.Context, req *proto.DescribeRequest) (*proto.DescribeResponse, error) {
 	v := uint32(proto.ProtocolVersion)
 	if hv := req.GetHostProtocolVersion(); hv >= proto.MinProtocolVersion && hv < v {
@@ -563,6 +600,7 @@ func (s *server) Describe(_ context.Context, req *proto.DescribeRequest) (*proto
 	}
 	dgram := s.p.Datagram && v >= proto.DatagramVersion
 	s.datagram.Store(dgram)
+	s.rings.Store(v >= proto.RingVersion)
 	r := &proto.DescribeResponse{
 		ProtocolVersion: v,
 		Name:            s.p.Name,
@@ -640,7 +678,8 @@ func (s *server) Dial(ctx context.Context, req *proto.DialRequest) (*proto.DialR
 	}
 	c, err := t.Dial(ctx, req.GetAddr())
 	if err != nil {
-		closeConns(uc, dc)
+		uc.Close()
+		closeConns(dc)
 		s.drop(f)
 		s.st.dialErrors.Add(1)
 		return &proto.DialResponse{Error: proto.NewError(err)}, nil
@@ -684,7 +723,8 @@ func (s *server) Accept(ctx context.Context, req *proto.AcceptRequest) (*proto.A
 	}
 	c, err := ln.Accept(ctx)
 	if err != nil {
-		closeConns(uc, dc)
+		uc.Close()
+		closeConns(dc)
 		s.drop(f)
 		return &proto.AcceptResponse{Error: proto.NewError(err)}, nil
 	}

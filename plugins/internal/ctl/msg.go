@@ -22,7 +22,9 @@
 //	         SOCK_STREAM socket pair for flow id; then, if and only if the
 //	         plugin described datagram capability (protocol version 2),
 //	         the plugin's end of a fresh AF_UNIX SOCK_SEQPACKET socket pair
-//	         for the flow's datagrams (see dgram.go).
+//	         for the flow's datagrams (see dgram.go); then, if the host
+//	         gives the flow rings (protocol version 3), the rings' memfd
+//	         and the plugin's end of the room bell (see package ring).
 //	2 EOF    either way; the sender has written its last byte of flow id
 //	         and shuts its writing side down right after. A flow socket
 //	         that reaches end of stream without a preceding EOF ended
@@ -43,8 +45,8 @@
 // Anything else (another length, magic, version or type, a nonzero
 // reserved byte, a zero id, descriptors on anything but FLOW and
 // HANDOVER) is a protocol violation. The message format is the same in
-// plugin protocol versions 1 and 2; version 2 adds DGRAM_EOF and the
-// datagram socket in FLOW.
+// plugin protocol versions 1 to 3; version 2 adds DGRAM_EOF and the
+// datagram socket in FLOW, version 3 the rings in FLOW.
 package ctl
 
 import (

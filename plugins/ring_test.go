@@ -1,0 +1,64 @@
+package plugins
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+// ringed reports whether c, a connection through a plugin, has rings.
+func ringed(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	var pc *conn
+	switch v := c.(type) {
+	case *conn:
+		pc = v
+	case halfConn:
+		pc = v.conn
+	default:
+		t.Fatalf("connection is a %T", c)
+	}
+	_, ok := pc.uc.(*ringStream)
+	return ok
+}
+
+// TestRingFlows: at most HostConfig.RingFlows connections have rings at
+// once, the others go through their socket, all carry bytes alike, and
+// every ring is given back when its connection closes.
+func TestRingFlows(t *testing.T) {
+	h, r := startHost(t, HostConfig{RingFlows: 3}, pluginDir(t, map[string]string{"good": faultyBin(t)}))
+	taken := func() int {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.rings
+	}
+	var with, without int
+	var closers []func() error
+	for i := range 4 {
+		c, _, ln := echoConn(t, r, "good")
+		roundTrip(t, c, fmt.Sprint("connection ", i))
+		if ringed(t, c) {
+			with++
+		} else {
+			without++
+		}
+		if n := taken(); n > 3 {
+			t.Fatalf("%d connections have rings; RingFlows is 3", n)
+		}
+		closers = append(closers, c.Close, ln.Close)
+	}
+	for _, c := range closers {
+		c()
+	}
+	if with == 0 || without == 0 {
+		t.Errorf("%d connections with rings, %d without; want both", with, without)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for taken() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := taken(); n != 0 {
+		t.Errorf("%d rings still taken after every connection closed", n)
+	}
+}

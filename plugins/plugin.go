@@ -454,6 +454,9 @@ type generation struct {
 
 	version  int         // the plugin protocol version negotiated; set by start
 	datagram atomic.Bool // every flow has a datagram socket; set by checkDescription
+	// handsOver is set once the plugin handed a socket over: its flows
+	// then get no rings, which they would not use.
+	handsOver atomic.Bool
 
 	dead     chan struct{} // closed when the process is (being) stopped
 	deadOnce sync.Once
@@ -601,6 +604,7 @@ func (g *generation) handleCtl(m ctl.Msg, fds []int) error {
 			return &ctl.ViolationError{Reason: err.Error()}
 		}
 		f.sock = os.NewFile(uintptr(fds[0]), "handover")
+		g.handsOver.Store(true)
 	}
 	return nil
 }
@@ -635,7 +639,8 @@ func closeFDs(fds []int) {
 // has datagram capability; dc is nil otherwise) and sends the plugin's
 // ends; the caller names the flow in a Dial or Accept call. The flow's
 // stream is its socket, or rings over it if the plugin speaks
-// proto.RingVersion and HostConfig.RingFlows allows another.
+// proto.RingVersion, has not handed a socket over, and
+// HostConfig.RingFlows allows another.
 func (g *generation) openFlow(ctx context.Context) (id uint64, uc stream, dc *net.UnixConn, err error) {
 	sock, peer, err := ctl.FlowPair()
 	if err != nil {
@@ -653,7 +658,7 @@ func (g *generation) openFlow(ctx context.Context) (id uint64, uc stream, dc *ne
 		defer dpeer.Close()
 		peers = append(peers, dpeer)
 	}
-	if g.version >= proto.RingVersion {
+	if g.version >= proto.RingVersion && !g.handsOver.Load() {
 		if rs, files := g.p.h.newRing(sock); rs != nil {
 			defer closeFiles(files)
 			uc = rs

@@ -62,3 +62,32 @@ func TestRingFlows(t *testing.T) {
 		t.Errorf("%d rings still taken after every connection closed", n)
 	}
 }
+
+// TestNoRingsAfterHandOver: once a plugin handed a socket over, its new
+// flows get no rings, which they would not use.
+func TestNoRingsAfterHandOver(t *testing.T) {
+	bin := buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")
+	h, r := startHost(t, HostConfig{}, pluginDir(t, map[string]string{"tcp": bin}))
+	g := currentGen(t, h, "tcp")
+	open := func() bool {
+		t.Helper()
+		id, uc, dc, err := g.openFlow(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rings := uc.(*ringStream)
+		uc.Close()
+		closeConns(dc)
+		g.abandon(id)
+		return rings
+	}
+	if !open() {
+		t.Fatal("a flow of a plugin that never handed a socket over has no rings")
+	}
+	c, _, _ := echoConn(t, r, "tcp")
+	roundTrip(t, c, "handed over")
+	c.Close()
+	if open() {
+		t.Error("a flow of a plugin that handed a socket over has rings")
+	}
+}

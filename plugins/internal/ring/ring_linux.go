@@ -402,7 +402,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		switch {
 		case err != nil:
 			return 0, err
-		case avail > 0 && len(p) > 0:
+		case len(p) == 0:
+			return 0, nil
+		case avail > 0:
 			n := 0
 			for n < len(p) && avail > 0 {
 				m := copy(p[n:], span(c.in, c.head+uint64(n), avail))
@@ -413,8 +415,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return n, nil
 		case eof:
 			return 0, io.EOF
-		case len(p) == 0:
-			return 0, nil
 		}
 		if err := c.waitData(); err != nil {
 			return 0, err

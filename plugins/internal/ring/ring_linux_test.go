@@ -232,6 +232,9 @@ func TestCloseWrite(t *testing.T) {
 	host, plugin := pair(t, MinSize)
 	host.Write([]byte("request"))
 	host.CloseWrite()
+	if n, err := plugin.Read(nil); n != 0 || err != nil {
+		t.Fatalf("Read(nil) with bytes waiting before the end: %d, %v; want 0, nil", n, err)
+	}
 	got, err := io.ReadAll(plugin)
 	if err != nil || string(got) != "request" {
 		t.Fatalf("read %q, %v", got, err)

@@ -18,7 +18,7 @@ import (
 )
 
 // pluginsFile in a state directory holds the plugin settings: folders,
-// pins and require_pinned. `commucat plugin pin` writes it.
+// pins, require_pinned and ring_flows. `commucat plugin pin` writes it.
 const pluginsFile = "plugins.yaml"
 
 // pluginSettings is the content of pluginsFile.
@@ -30,6 +30,10 @@ type pluginSettings struct {
 	RequirePinned bool `yaml:"require_pinned,omitempty"`
 	// Pins maps plugin names to the hex SHA-256 of their binaries.
 	Pins map[string]string `yaml:"pins,omitempty"`
+	// RingFlows is plugins.HostConfig.RingFlows: how many connections at
+	// once carry their bytes through shared memory; 0 for the default,
+	// -1 for none.
+	RingFlows int `yaml:"ring_flows,omitempty"`
 }
 
 // loadPluginSettings reads pluginsFile in dir; a missing file is empty
@@ -73,7 +77,10 @@ func pluginHostConfig(dir string) (plugins.HostConfig, error) {
 	if err != nil {
 		return plugins.HostConfig{}, err
 	}
-	cfg := plugins.HostConfig{StateDir: dir, RequirePinned: s.RequirePinned, Pins: s.Pins}
+	if s.RingFlows < -1 {
+		return plugins.HostConfig{}, fmt.Errorf("%s: ring_flows %d: want -1 (none), 0 (the default) or a number of connections", filepath.Join(dir, pluginsFile), s.RingFlows)
+	}
+	cfg := plugins.HostConfig{StateDir: dir, RequirePinned: s.RequirePinned, Pins: s.Pins, RingFlows: s.RingFlows}
 	if len(s.Dirs) > 0 {
 		cfg.Dirs = s.Dirs
 	}

@@ -90,6 +90,29 @@ func TestPluginListAndPin(t *testing.T) {
 	}
 }
 
+func TestPluginSettingsRingFlows(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want int
+		ok   bool
+	}{
+		{"", 0, true},
+		{"ring_flows: -1\n", -1, true},
+		{"ring_flows: 8\n", 8, true},
+		{"ring_flows: -2\n", 0, false},
+		{"ring_flows: many\n", 0, false},
+	} {
+		state := t.TempDir()
+		if err := os.WriteFile(filepath.Join(state, pluginsFile), []byte(tt.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := pluginHostConfig(state)
+		if (err == nil) != tt.ok || err == nil && cfg.RingFlows != tt.want {
+			t.Errorf("%q: RingFlows %d, error %v; want %d, ok %v", tt.yaml, cfg.RingFlows, err, tt.want, tt.ok)
+		}
+	}
+}
+
 func TestPluginSettingsStrict(t *testing.T) {
 	state := t.TempDir()
 	if err := os.WriteFile(filepath.Join(state, pluginsFile), []byte("pinz: {}\n"), 0o600); err != nil {

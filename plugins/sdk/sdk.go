@@ -18,8 +18,12 @@
 // (see docs/PLUGINS.md). Serve speaks the plugin protocol of
 // plugins/proto: the go-plugin handshake, the gRPC control service, and
 // the control socket over which every connection arrives as its own
-// kernel socket. The transport's connections are spliced to those sockets
-// with io.Copy, which the kernel does without copying for TCP. A
+// kernel socket, and, from a host of protocol version 3 on, with rings in
+// memory shared with the host. The transport's connections are spliced
+// to those sockets with io.Copy, which the kernel does without copying
+// for TCP, or to the rings, whose memory the connection's Write and Read
+// get directly (so they must not keep the slice, as io.Writer and
+// io.Reader already require). A
 // transport whose connections carry datagrams (Plugin.Datagram) gets a
 // second, SOCK_SEQPACKET socket per connection, one datagram per record.
 //

@@ -31,7 +31,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -465,50 +467,218 @@ func (s *MaybeBinary) UnmarshalJSON(b []byte) error {
 // Scrubbed replaces addresses removed by Scrub.
 const Scrubbed = "[scrubbed]"
 
-var (
-	// scrubIPv4 matches four dotted octets wherever they are, without
-	// word boundaries: an address right after a letter, a digit or an
-	// underscore is still an address, as in a URL-encoded parameter
-	// ("ip%3D203.0.113.7") or an identifier ("host_203.0.113.7").
-	// Dotted version numbers with four parts are scrubbed too.
-	scrubIPv4 = regexp.MustCompile(`(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(?::[0-9]{1,5})?`)
-	// scrubIPv6 matches groups of hex digits joined by colons with at
-	// least two colons and at least one hex digit, which catches every
-	// IPv6 address written in text and few other things.
-	scrubIPv6 = regexp.MustCompile(`(?i)\[?(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{1,4}\]?(?::[0-9]{1,5})?`)
-)
+// scrubIPv4 matches four dotted octets wherever they are, without word
+// boundaries: an address right after a letter, a digit or an underscore is
+// still an address, as in a URL-encoded parameter ("ip%3D203.0.113.7") or
+// an identifier ("host_203.0.113.7"). Dotted version numbers with four
+// parts are scrubbed too.
+var scrubIPv4 = regexp.MustCompile(`(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(?::[0-9]{1,5})?`)
 
 // Scrub replaces IPv4 and IPv6 addresses (with their ports) in s with
 // "[scrubbed]".
+//
+// IPv6 addresses are found in every textual form net/netip parses (full,
+// compressed, with an embedded IPv4 address), also where their colons and
+// brackets are percent-encoded ("host%3D2001%3Adb8%3A%3A1"), and with the
+// brackets and port around them ("[fe80::1%eth0]:443"). An unbracketed
+// zone ("fe80::1%eth0") is left behind, as it names an interface, not the
+// user. Times ("12:30:45"), MAC addresses and other colon-joined hex that
+// is not an address stay, and so do "::" and one group before "::" (the
+// "d::" of "std::vector"). Like IPv4 addresses, an IPv6 address is found
+// without word boundaries, so the hex letters of a word right before it
+// ("Added:fe80::1") may go with it.
 func Scrub(s string) string {
 	if s == "" {
 		return s
 	}
-	s = scrubIPv4.ReplaceAllString(s, Scrubbed)
-	return scrubIPv6.ReplaceAllStringFunc(s, func(m string) string {
-		// Keep times such as 12:30:45, which have two colons but no hex
-		// letters and groups of two digits.
-		if isClock(m) {
-			return m
-		}
-		return Scrubbed
-	})
+	return scrubIPv4.ReplaceAllString(scrubIPv6(s), Scrubbed)
 }
 
-// isClock reports whether m looks like hh:mm or hh:mm:ss.
-func isClock(m string) bool {
-	if len(m) != 5 && len(m) != 8 {
-		return false
+// maxIPv6Len is the length of the longest IPv6 address without a zone,
+// "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".
+const maxIPv6Len = 45
+
+// scrubIPv6 replaces the IPv6 addresses in s. It works on a view of s with
+// the percent-encoded ':', '[' and ']' decoded, and at each position of a
+// run of hex digits, colons and dots replaces the longest substring that
+// netip parses as an IPv6 address (see longestIPv6). Whether a substring
+// is taken depends on it alone, and every substring of what is left has
+// been tried, so scrubbing again finds nothing more.
+func scrubIPv6(s string) string {
+	v, off := decodeAddrEscapes(s)
+	if !strings.Contains(v, ":") {
+		return s
 	}
-	for i := 0; i < len(m); i++ {
-		c := m[i]
-		if i%3 == 2 {
-			if c != ':' {
-				return false
+	var b strings.Builder
+	copied, done := 0, 0 // s[:copied] is written, v[:done] is scrubbed or kept
+	for i := 0; i < len(v); {
+		if !isAddrByte(v[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(v) && isAddrByte(v[j]) {
+			j++
+		}
+		// An IPv6 address has "::" or at least six colons.
+		if run := v[i:j]; !strings.Contains(run, "::") && strings.Count(run, ":") < 6 {
+			i = j
+			continue
+		}
+		for k := i; k < j; k++ {
+			n := longestIPv6(v[k:j])
+			if n == 0 {
+				continue
 			}
-		} else if c < '0' || c > '9' {
-			return false
+			start, end := widenIPv6(v, done, k, k+n)
+			b.WriteString(s[copied:off(start)])
+			b.WriteString(Scrubbed)
+			copied, done = off(end), end
+			k = end - 1
+		}
+		i = max(j, done)
+	}
+	if b.Len() == 0 {
+		return s
+	}
+	b.WriteString(s[copied:])
+	return b.String()
+}
+
+// longestIPv6 returns the length of the longest prefix of run that is an
+// IPv6 address ending in a hex digit or in "::" after two groups or more
+// (a prefix such as "2001:db8::", but not the "d::" of "std::vector"), or
+// 0 if there is none.
+func longestIPv6(run string) int {
+	for n := ipv6Span(run); n >= len("::1"); n-- {
+		p := run[:n]
+		if !isHex(p[n-1]) && (!strings.HasSuffix(p, "::") || strings.Count(p, ":") < 3) {
+			continue
+		}
+		if strings.IndexByte(p, ':') < 0 {
+			break
+		}
+		if a, err := netip.ParseAddr(p); err == nil && a.Is6() {
+			return n
 		}
 	}
-	return true
+	return 0
+}
+
+// ipv6Span returns how far from the start of run an IPv6 address can
+// reach: not to a fifth hex digit in a row or a second "::", and not past
+// maxIPv6Len bytes. It saves longestIPv6 from parsing what cannot be one.
+func ipv6Span(run string) int {
+	digits, gaps := 0, 0
+	for n := 0; n < len(run); n++ {
+		switch c := run[n]; {
+		case n == maxIPv6Len:
+			return n
+		case isHex(c):
+			if digits++; digits > 4 {
+				return n
+			}
+		case c == ':' && n+1 < len(run) && run[n+1] == ':':
+			if gaps++; gaps > 1 {
+				return n + 1 // "0:0::" of "0:0:::" is one
+			}
+			digits = 0
+		default:
+			digits = 0
+		}
+	}
+	return len(run)
+}
+
+// widenIPv6 widens the address v[start:end] to the brackets around it, with
+// a zone inside them and a port after them, as in "[fe80::1%eth0]:443". It
+// does not reach back before done.
+func widenIPv6(v string, done, start, end int) (int, int) {
+	if start <= done || v[start-1] != '[' {
+		return start, end
+	}
+	i := end
+	if i < len(v) && v[i] == '%' {
+		i++
+		for i < len(v) && isZoneByte(v[i]) {
+			i++
+		}
+	}
+	if i >= len(v) || v[i] != ']' || i == end+1 {
+		return start, end
+	}
+	i++
+	if i < len(v) && v[i] == ':' {
+		p := i + 1
+		for p < len(v) && p < i+6 && v[p] >= '0' && v[p] <= '9' {
+			p++
+		}
+		if p > i+1 {
+			i = p
+		}
+	}
+	return start - 1, i
+}
+
+// decodeAddrEscapes returns s with its percent-escapes ("%3A") decoded
+// when they stand for ':', '[' or ']' and turned into a lone '%' otherwise,
+// so that the hex digits of "%3D" in "host%3D%3A%3A1" are not taken for
+// part of an address; and a function mapping an offset in the result to
+// the offset in s.
+func decodeAddrEscapes(s string) (string, func(int) int) {
+	first := -1
+	for i := 0; i < len(s) && first < 0; i++ {
+		if addrEscape(s[i:]) != 0 {
+			first = i
+		}
+	}
+	if first < 0 {
+		return s, func(i int) int { return i }
+	}
+	v := []byte(s[:first])
+	offs := make([]int, first, len(s)+1)
+	for i := range offs {
+		offs[i] = i
+	}
+	for i := first; i < len(s); i++ {
+		offs = append(offs, i)
+		c := s[i]
+		if d := addrEscape(s[i:]); d != 0 {
+			c = d
+			i += 2
+		}
+		v = append(v, c)
+	}
+	offs = append(offs, len(s))
+	return string(v), func(i int) int { return offs[i] }
+}
+
+// addrEscape returns what the percent-escape at the start of s becomes in
+// decodeAddrEscapes, or 0 if s does not start with one.
+func addrEscape(s string) byte {
+	if len(s) < 3 || s[0] != '%' || !isHex(s[1]) || !isHex(s[2]) {
+		return 0
+	}
+	switch s[1:3] {
+	case "3A", "3a":
+		return ':'
+	case "5B", "5b":
+		return '['
+	case "5D", "5d":
+		return ']'
+	}
+	return '%'
+}
+
+// isAddrByte reports whether c can be part of an IPv6 address.
+func isAddrByte(c byte) bool { return isHex(c) || c == ':' || c == '.' }
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// isZoneByte reports whether c can be part of a zone (an interface name or
+// index) in a bracketed address; "%25eth0" is a percent-encoded "%eth0".
+func isZoneByte(c byte) bool {
+	return isHex(c) || 'g' <= c && c <= 'z' || 'G' <= c && c <= 'Z' || c == '.' || c == '_' || c == '-' || c == '~'
 }

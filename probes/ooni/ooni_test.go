@@ -202,6 +202,23 @@ func TestScrub(t *testing.T) {
 		{"host_203.0.113.7_x", "host_[scrubbed]_x"},
 		{"ip203.0.113.7:8080", "ip[scrubbed]"},
 		{"203.0.113.70000::1", "[scrubbed][scrubbed]"},
+		{"full 2001:0db8:85a3:0000:0000:8a2e:0370:7334 end", "full [scrubbed] end"},
+		{"ip:2001:db8::1: refused", "ip:[scrubbed]: refused"},
+		{"mapped ::ffff:192.0.2.1 and 64:ff9b::198.51.100.4:53", "mapped [scrubbed] and [scrubbed]:53"},
+		{"[fe80::1%eth0]:443", "[scrubbed]"},
+		{"host%3D2001%3Adb8%3A%3A1%26x", "host%3D[scrubbed]%26x"},
+		{"host%3d2001%3adb8%3a%3a1", "host%3d[scrubbed]"},
+		{"u=%5B2001%3ADB8%3A%3A1%5D%3A443&v", "u=[scrubbed]&v"},
+		{"u=%5bfe80%3a%3a1%25eth0%5d%3a443", "u=[scrubbed]"},
+		{"ip%3D%3A%3Affff%3A203.0.113.7", "ip%3D[scrubbed]"},
+		{"mac 00:1a:2b:3c:4d:5e up", "mac 00:1a:2b:3c:4d:5e up"},
+		{"at 12:34:56.789 and 23:59", "at 12:34:56.789 and 23:59"},
+		{"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+		{"std::vector<int>", "std::vector<int>"},
+		{"net 2001:db8:1234:5678::/64 blocked", "net [scrubbed]/64 blocked"},
+		{"http%3A%2F%2F%5B2001%3Adb8%3A%3A1%5D%2Fpath", "http%3A%2F%2F[scrubbed]%2Fpath"},
+		{"q=%20%3A%3A1", "q=%20[scrubbed]"},
+		{"0:0::::0", "[scrubbed][scrubbed]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -474,24 +474,81 @@ const Scrubbed = "[scrubbed]"
 // parts are scrubbed too.
 var scrubIPv4 = regexp.MustCompile(`(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(?::[0-9]{1,5})?`)
 
-// Scrub replaces IPv4 and IPv6 addresses (with their ports) in s with
-// "[scrubbed]".
+// scrubMAC matches a MAC address: six hex pairs joined by colons or
+// hyphens, or by percent-encoded colons. A captive portal or block page
+// may print the device's. scrubMACs skips matches that are part of a
+// longer chain, such as a certificate fingerprint.
+var scrubMAC = regexp.MustCompile(`(?i)[0-9a-f]{2}(?:(?::|-|%3a)[0-9a-f]{2}){5}`)
+
+// scrubMACs replaces the MAC addresses in s that stand alone: not inside
+// a longer run of hex pairs.
+func scrubMACs(s string) string {
+	idx := scrubMAC.FindAllStringIndex(s, -1)
+	if idx == nil {
+		return s
+	}
+	var b strings.Builder
+	last := 0
+	for _, m := range idx {
+		if chained(s, m[0], m[1]) {
+			continue
+		}
+		b.WriteString(s[last:m[0]])
+		b.WriteString(Scrubbed)
+		last = m[1]
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// chained reports whether s[i:j] continues a run of hex joined by ':' or
+// '-' (or "%3A") on either side, or is glued to more hex.
+func chained(s string, i, j int) bool {
+	hex := func(c byte) bool {
+		return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+	}
+	sep := func(t string) int { // length of a separator at the start of t
+		switch {
+		case strings.HasPrefix(t, ":"), strings.HasPrefix(t, "-"):
+			return 1
+		case len(t) >= 3 && strings.EqualFold(t[:3], "%3a"):
+			return 3
+		}
+		return 0
+	}
+	escaped := i >= 3 && s[i-3] == '%' // "%3D00:1a:…": the D ends an escape
+	if i > 0 && hex(s[i-1]) && !escaped || j < len(s) && hex(s[j]) {
+		return true
+	}
+	if n := sep(s[j:]); n > 0 && j+n < len(s) && hex(s[j+n]) {
+		return true
+	}
+	for _, n := range []int{1, 3} {
+		if i-n-1 >= 0 && sep(s[i-n:]) == n && hex(s[i-n-1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// Scrub replaces IPv4 and IPv6 addresses (with their ports) and MAC
+// addresses in s with "[scrubbed]".
 //
 // IPv6 addresses are found in every textual form net/netip parses (full,
 // compressed, with an embedded IPv4 address), also where their colons and
 // brackets are percent-encoded ("host%3D2001%3Adb8%3A%3A1"), and with the
 // brackets and port around them ("[fe80::1%eth0]:443"). An unbracketed
 // zone ("fe80::1%eth0") is left behind, as it names an interface, not the
-// user. Times ("12:30:45"), MAC addresses and other colon-joined hex that
-// is not an address stay, and so do "::" and one group before "::" (the
-// "d::" of "std::vector"). Like IPv4 addresses, an IPv6 address is found
+// user. Times ("12:30:45") and other colon-joined hex that is not an
+// address stay (but MAC addresses go, see scrubMACs), and so do "::" and
+// one group before "::" (the "d::" of "std::vector"). Like IPv4 addresses, an IPv6 address is found
 // without word boundaries, so the hex letters of a word right before it
 // ("Added:fe80::1") may go with it.
 func Scrub(s string) string {
 	if s == "" {
 		return s
 	}
-	return scrubIPv4.ReplaceAllString(scrubIPv6(s), Scrubbed)
+	return scrubIPv4.ReplaceAllString(scrubMACs(scrubIPv6(s)), Scrubbed)
 }
 
 // maxIPv6Len is the length of the longest IPv6 address without a zone,

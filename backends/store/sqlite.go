@@ -69,7 +69,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: create %s: %w", path, err)
 	}
 	dsn := path + "?_pragma=busy_timeout(" + strconv.FormatInt(BusyTimeout.Milliseconds(), 10) + ")" +
-		"&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -79,11 +79,62 @@ func OpenSQLite(path string) (*SQLite, error) {
 	s := &SQLite{db: db, wmu: make(chan struct{}, 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*BusyTimeout)
 	defer cancel()
+	if err := setWAL(ctx, db, walWait); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// walAttempts bounds the attempts setWAL makes, besides its time limit.
+const walAttempts = 100
+
+// setWAL switches the database file to WAL mode, which the file keeps, so
+// that every later connection uses it too. Switching a file still in
+// rollback mode (a new one) upgrades a read lock to the write lock, and
+// SQLite refuses that upgrade at once with SQLITE_BUSY, without waiting out
+// the busy timeout, while another connection holds the write lock: another
+// opener switching the same file, in this process or another. setWAL then
+// calls wait and tries again, for up to BusyTimeout and walAttempts
+// attempts; once the other opener has switched the file, an attempt finds
+// it in WAL mode and has nothing to write.
+func setWAL(ctx context.Context, db *sql.DB, wait func(ctx context.Context, attempt int) error) error {
+	ctx, cancel := context.WithTimeout(ctx, BusyTimeout)
+	defer cancel()
+	var mode string
+	for attempt := 1; ; attempt++ {
+		err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		if err == nil {
+			break
+		}
+		if sqliteCode(err)&0xff != sqlite3.SQLITE_BUSY {
+			return fmt.Errorf("set journal mode: %w", err)
+		}
+		if attempt == walAttempts || wait(ctx, attempt) != nil {
+			return fmt.Errorf("set journal mode: %d attempts: %w", attempt, err)
+		}
+	}
+	if mode != "wal" {
+		return fmt.Errorf("set journal mode: journal mode is %q, want wal", mode)
+	}
+	return nil
+}
+
+// walWait is setWAL's wait between attempts: 10ms more each attempt, at most
+// 100ms, or until ctx ends.
+func walWait(ctx context.Context, attempt int) error {
+	t := time.NewTimer(min(time.Duration(attempt)*10*time.Millisecond, 100*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Close closes the database. It is idempotent.

@@ -106,25 +106,42 @@ func TestMigrations(t *testing.T) {
 	}
 }
 
-// TestConcurrentOpen opens one new file from several goroutines at once:
-// the migration runs once and every handle works.
+// TestConcurrentOpen opens new files from several goroutines at once, as
+// the gateway and `commucat invite` may: every open succeeds and every
+// handle sees the schema. When two openers switch a new file to WAL at
+// once, SQLite refuses one of them at once with SQLITE_BUSY, busy timeout
+// or not, and OpenSQLite must try again; a few openers released together
+// on each of a hundred new files make that race likely (TestSetWALRetries
+// sets it up exactly).
 func TestConcurrentOpen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "commucat.db")
-	const n = 4
-	errs := make(chan error, n)
-	for range n {
-		go func() {
-			s, err := store.OpenSQLite(path)
-			if err == nil {
-				err = s.AddCode(context.Background(), storetest.Rand32(), storetest.T0)
-				s.Close()
+	const files, n = 100, 4
+	ctx := context.Background()
+	dir := t.TempDir()
+	for i := range files {
+		path := filepath.Join(dir, fmt.Sprintf("%d.db", i))
+		start := make(chan struct{})
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				<-start
+				s, err := store.OpenSQLite(path)
+				if err == nil {
+					if _, err = s.UserByName(ctx, "nobody"); errors.Is(err, store.ErrNotFound) {
+						err = nil // the schema is there
+					}
+					s.Close()
+				}
+				errs <- err
+			}()
+		}
+		close(start)
+		for range n {
+			if err := <-errs; err != nil {
+				t.Errorf("file %d: open: %v", i, err)
 			}
-			errs <- err
-		}()
-	}
-	for range n {
-		if err := <-errs; err != nil {
-			t.Errorf("open: %v", err)
+		}
+		if t.Failed() {
+			return
 		}
 	}
 }

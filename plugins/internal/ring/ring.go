@@ -35,6 +35,10 @@
 // head; tail − head is never more than size. Each side keeps its own
 // position privately and only publishes it: a position the other side
 // reports that breaks that rule is a protocol violation (ErrCorrupt).
+// The producer sets the end-of-stream flag only after it advanced tail
+// past its last byte, and the consumer loads the flags (and notes
+// whether a socket ended) before it loads tail, so that an end it sees
+// comes with every byte written before it.
 //
 // A consumer that finds no bytes sets its "consumer waits" field to 1,
 // checks again, and then sleeps until a byte arrives on the flow socket;

@@ -294,14 +294,17 @@ func (c *Conn) unmapLocked() {
 // readable returns how many bytes wait in the inbound ring and whether
 // its stream has ended (the producer's flag, or the other side gone).
 func (c *Conn) readable() (uint64, bool, error) {
-	gone := c.gone.Load() // before the tail: bytes written before the end count
+	// Both ends are loaded before the tail: the producer advances the
+	// tail before it sets the end of stream or closes, so a tail loaded
+	// after either holds every byte written before the end.
+	gone := c.gone.Load()
+	flags := c.in.u32(offPFlags).Load()
 	avail := c.in.u64(offTail).Load() - c.head
 	if avail > c.in.size {
 		c.bad.Store(true)
 		return 0, false, fmt.Errorf("%w: %d bytes readable in a ring of %d", ErrCorrupt, avail, c.in.size)
 	}
-	eof := c.in.u32(offPFlags).Load()&flagEOF != 0 || gone
-	return avail, eof, nil
+	return avail, flags&flagEOF != 0 || gone, nil
 }
 
 // free returns how many bytes fit in the outbound ring.

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -375,4 +376,53 @@ func FuzzPositions(f *testing.F) {
 		}
 		host.CloseWrite()
 	})
+}
+
+// TestEOFAfterBytes: a reader that finds the end of stream set has every
+// byte written before it, even while the producer advances tail and sets
+// the end right after. Many rounds, since the reader must look between
+// the producer's two stores: the producer spins, so that it stores as
+// soon as a round begins, while the reader looks; it wakes the reader
+// as Write and CloseWrite do.
+func TestEOFAfterBytes(t *testing.T) {
+	host, plugin := pair(t, MinSize)
+	tail, flags := plugin.out.u64(offTail), plugin.out.u32(offPFlags)
+	const rounds = 20000
+	var round, stored atomic.Int64 // the round begun, the last one stored
+	var stop atomic.Bool
+	exited := make(chan struct{})
+	defer func() {
+		stop.Store(true)
+		<-exited
+	}()
+	go func() {
+		defer close(exited)
+		for i := int64(1); i <= rounds; i++ {
+			for j := 0; round.Load() < i; j++ {
+				if stop.Load() || j == 1e9 {
+					return
+				}
+			}
+			tail.Store(1)
+			flags.Store(flagEOF)
+			plugin.wake(plugin.out.u32(offCWait), &plugin.data)
+			stored.Store(i)
+		}
+	}()
+	buf := make([]byte, 1)
+	for i := int64(1); i <= rounds; i++ {
+		host.head = 0
+		tail.Store(0)
+		flags.Store(0)
+		round.Store(i)
+		n, err := host.Read(buf)
+		if n != 1 || err != nil {
+			t.Fatalf("round %d: Read = %d, %v; want the byte written before the end", i, n, err)
+		}
+		for j := 0; stored.Load() < i; j++ {
+			if j == 1e9 {
+				t.Fatalf("round %d: the producer is stuck", i)
+			}
+		}
+	}
 }

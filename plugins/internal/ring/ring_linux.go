@@ -493,7 +493,8 @@ func (c *Conn) writable() (uint64, error) {
 }
 
 // endWrite sets the end-of-stream flag once CloseWrite was called and
-// no write is in progress; it is called with wmu held.
+// no write is in progress; it is called with wmu held and the mapping
+// acquired.
 func (c *Conn) endWrite() {
 	if c.eofSent || !c.shut.Load() {
 		return
@@ -503,15 +504,39 @@ func (c *Conn) endWrite() {
 	c.wake(c.out.u32(offCWait), &c.data)
 }
 
+// lockWrite locks wmu and acquires the mapping for a write; it fails
+// once the Conn is closed. A write that succeeds ends with unlockWrite
+// and then release.
+func (c *Conn) lockWrite() bool {
+	c.wmu.Lock()
+	if !c.acquire() {
+		c.wmu.Unlock()
+		return false
+	}
+	return true
+}
+
+// unlockWrite ends a write: it sets the end of stream if CloseWrite was
+// called, and unlocks wmu. A CloseWrite that comes after that check
+// while wmu is still held cannot take wmu, and leaves the end of stream
+// to the holder: so the check is made again once wmu is unlocked, and
+// if wmu is taken again by then, the new holder makes it.
+func (c *Conn) unlockWrite() {
+	c.endWrite()
+	c.wmu.Unlock()
+	if c.shut.Load() && c.wmu.TryLock() {
+		c.endWrite()
+		c.wmu.Unlock()
+	}
+}
+
 // Write writes p to the outbound ring, waiting for room as needed.
 func (c *Conn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if !c.acquire() {
+	if !c.lockWrite() {
 		return 0, net.ErrClosed
 	}
 	defer c.release()
-	defer c.endWrite()
+	defer c.unlockWrite()
 	total := 0
 	for len(p) > 0 {
 		free, err := c.writable()
@@ -532,13 +557,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 // ReadFrom reads from r into the outbound ring until r ends, handing r
 // the shared memory itself. It returns nil when r returns io.EOF.
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if !c.acquire() {
+	if !c.lockWrite() {
 		return 0, net.ErrClosed
 	}
 	defer c.release()
-	defer c.endWrite()
+	defer c.unlockWrite()
 	var total int64
 	for {
 		free, err := c.writable()
@@ -561,8 +584,8 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // CloseWrite ends the outbound stream: the other side reads what was
-// written, then io.EOF. A write in progress ends its stream when it
-// returns; it fails once it would wait for room.
+// written, then io.EOF. A write in progress ends the stream when it
+// returns (see unlockWrite); it fails once it would wait for room.
 func (c *Conn) CloseWrite() error {
 	if !c.acquire() {
 		return net.ErrClosed

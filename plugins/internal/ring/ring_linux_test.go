@@ -426,3 +426,29 @@ func TestEOFAfterBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseWriteDuringWrite: CloseWrite while a write ends still sets
+// the end of stream, whichever of the two holds the writing side last.
+func TestCloseWriteDuringWrite(t *testing.T) {
+	for i := range 1000 {
+		host, plugin := pair(t, MinSize)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			host.Write([]byte("x"))
+		}()
+		// CloseWrite once the byte is published, while the write may
+		// still be returning.
+		for j := 0; plugin.in.u64(offTail).Load() == 0 && j < 1e8; j++ {
+		}
+		if err := host.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		if plugin.in.u32(offPFlags).Load()&flagEOF == 0 {
+			t.Fatalf("round %d: no end of stream after CloseWrite and the write returned", i)
+		}
+		host.Close()
+		plugin.Close()
+	}
+}

@@ -451,6 +451,9 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			}
 			c.consumed(n)
 			total += int64(n)
+			if err == nil && n < len(chunk) {
+				err = io.ErrShortWrite // as io.Copy: the writer broke its contract
+			}
 			if err != nil {
 				return total, err
 			}
@@ -568,9 +571,10 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 		if err != nil {
 			return total, err
 		}
-		n, err := r.Read(span(c.out, c.tail, free))
-		if n < 0 || uint64(n) > free {
-			return total, fmt.Errorf("ring: reader returned %d of %d bytes", n, free)
+		buf := span(c.out, c.tail, free)
+		n, err := r.Read(buf)
+		if n < 0 || n > len(buf) {
+			return total, fmt.Errorf("ring: reader returned %d of %d bytes", n, len(buf))
 		}
 		c.produced(n)
 		total += int64(n)

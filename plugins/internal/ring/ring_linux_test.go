@@ -452,3 +452,56 @@ func TestCloseWriteDuringWrite(t *testing.T) {
 		plugin.Close()
 	}
 }
+
+// lyingReader claims one byte more than it was given, once.
+type lyingReader struct{ lied bool }
+
+func (r *lyingReader) Read(p []byte) (int, error) {
+	if r.lied {
+		return 0, io.EOF
+	}
+	r.lied = true
+	return len(p) + 1, nil
+}
+
+// TestReadFromBounds: ReadFrom refuses a reader that claims more bytes
+// than the buffer it was given, also where the ring wraps and the buffer
+// is shorter than the room.
+func TestReadFromBounds(t *testing.T) {
+	host, plugin := pair(t, MinSize)
+	const pre = MinSize - 100 // the next buffer ReadFrom hands out is 100 bytes
+	if _, err := plugin.Write(make([]byte, pre)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(host, make([]byte, pre)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := plugin.ReadFrom(&lyingReader{})
+	if err == nil {
+		t.Fatalf("ReadFrom took %d bytes from a reader that returned more than it was given", n)
+	}
+}
+
+// stuckWriter takes nothing and says nothing, then fails.
+type stuckWriter struct{ calls int }
+
+func (w *stuckWriter) Write(p []byte) (int, error) {
+	w.calls++
+	if w.calls > 1 {
+		return 0, errors.New("called again after taking nothing")
+	}
+	return 0, nil
+}
+
+// TestWriteToShortWrite: WriteTo ends with io.ErrShortWrite when the
+// writer takes less than it was given without an error, as io.Copy does,
+// instead of offering the same bytes forever.
+func TestWriteToShortWrite(t *testing.T) {
+	host, plugin := pair(t, MinSize)
+	if _, err := host.Write([]byte("bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plugin.WriteTo(&stuckWriter{}); !errors.Is(err, io.ErrShortWrite) {
+		t.Fatalf("WriteTo to a writer that takes nothing: %v; want io.ErrShortWrite", err)
+	}
+}

@@ -100,8 +100,8 @@ type HostConfig struct {
 	// RingFlows is how many connections at once carry their bytes
 	// through shared-memory rings (plugin protocol version 3), one copy
 	// across the process boundary instead of two; the others go through
-	// their socket. Each ring connection maps 2 × 516 KiB, which it
-	// touches as its bytes pass. If zero, DefaultRingFlows; if negative,
+	// their socket. Each ring connection maps 2 × (4 KiB + 1 MiB), which
+	// it touches as its bytes pass. If zero, DefaultRingFlows; if negative,
 	// none.
 	RingFlows int
 }

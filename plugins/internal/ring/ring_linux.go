@@ -79,6 +79,7 @@ type Conn struct {
 	shut     atomic.Bool  // CloseWrite called
 	gone     atomic.Bool  // a bell ended: the other side closed or died
 	bad      atomic.Bool  // the other side broke the ring
+	closing  atomic.Bool  // Close called: calls in progress end
 
 	mu     sync.Mutex // guards the fields below
 	mem    []byte     // nil once unmapped
@@ -368,8 +369,14 @@ func (c *Conn) wait(w *atomic.Uint32, b *bell, ready func() bool) error {
 	return nil
 }
 
-// check fails if the ring is broken or the deadline dl passed.
+// check fails if the Conn is closed, the ring is broken or the
+// deadline dl passed. Calls check it before each step, so that one in
+// progress when Close is called (ReadFrom and WriteTo in their reader or
+// writer) ends with net.ErrClosed, as on a closed socket.
 func (c *Conn) check(dl *atomic.Int64) error {
+	if c.closing.Load() {
+		return net.ErrClosed
+	}
 	if c.bad.Load() {
 		return ErrCorrupt
 	}
@@ -472,14 +479,14 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 // does.
 func (c *Conn) writable() (uint64, error) {
 	for {
+		if err := c.check(&c.wdl); err != nil {
+			return 0, err
+		}
 		switch {
 		case c.shut.Load():
 			return 0, errWriteShut
 		case c.gone.Load():
 			return 0, fmt.Errorf("ring: the other side closed: %w", syscall.EPIPE)
-		}
-		if err := c.check(&c.wdl); err != nil {
-			return 0, err
 		}
 		free, err := c.free()
 		if err != nil || free > 0 {
@@ -603,9 +610,10 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
-// Close closes the Conn: calls waiting in it fail with net.ErrClosed, the
-// bells close (the other side's reads end, its writes fail), and the
-// mapping goes once the last call using it returns.
+// Close closes the Conn: calls in it fail with net.ErrClosed (those
+// waiting at once, ReadFrom and WriteTo once their reader or writer
+// returns), the bells close (the other side's reads end, its writes
+// fail), and the mapping goes once the last call using it returns.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -613,6 +621,7 @@ func (c *Conn) Close() error {
 		return net.ErrClosed
 	}
 	c.closed = true
+	c.closing.Store(true)
 	if c.refs == 0 {
 		c.unmapLocked()
 	}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -503,5 +505,69 @@ func TestWriteToShortWrite(t *testing.T) {
 	}
 	if _, err := plugin.WriteTo(&stuckWriter{}); !errors.Is(err, io.ErrShortWrite) {
 		t.Fatalf("WriteTo to a writer that takes nothing: %v; want io.ErrShortWrite", err)
+	}
+}
+
+// gate blocks the first call of a reader or writer until it is let
+// through, and fails every later call.
+type gate struct {
+	open  chan struct{}
+	calls atomic.Int32
+}
+
+func (g *gate) pass(what string) error {
+	if g.calls.Add(1) > 1 {
+		return fmt.Errorf("%s called again after Close", what)
+	}
+	<-g.open
+	return nil
+}
+
+func (g *gate) Read(p []byte) (int, error) {
+	if err := g.pass("Read"); err != nil {
+		return 0, err
+	}
+	p[0] = 1
+	return 1, nil
+}
+
+func (g *gate) Write(p []byte) (int, error) {
+	if err := g.pass("Write"); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// TestCloseEndsCopies: ReadFrom and WriteTo that are in their reader or
+// writer when the Conn is closed return net.ErrClosed once it returns,
+// as on a closed socket, instead of going on through the rings.
+func TestCloseEndsCopies(t *testing.T) {
+	for _, name := range []string{"ReadFrom", "WriteTo"} {
+		t.Run(name, func(t *testing.T) {
+			host, plugin := pair(t, MinSize)
+			g := &gate{open: make(chan struct{})}
+			done := make(chan error, 1)
+			if name == "ReadFrom" {
+				go func() {
+					_, err := plugin.ReadFrom(g)
+					done <- err
+				}()
+			} else {
+				host.Write([]byte("ab"))
+				go func() {
+					_, err := plugin.WriteTo(g)
+					done <- err
+				}()
+			}
+			for j := 0; g.calls.Load() == 0 && j < 1e9; j++ {
+				runtime.Gosched()
+			}
+			host.Write([]byte("cd")) // more to copy, for WriteTo
+			plugin.Close()
+			close(g.open)
+			if err := <-done; !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("%s after Close: %v; want net.ErrClosed", name, err)
+			}
+		})
 	}
 }

@@ -20,7 +20,9 @@
 // by its data area, whose size is a power of two from 4 KiB to 16 MiB, so
 // the memfd's size is 2 × (4096 + size). Header fields are in the
 // machine's byte order (both processes run on it) and are read and
-// written atomically:
+// written with sequentially consistent atomics (as sync/atomic's): the
+// waking below needs a store to one field ordered before a later load
+// of another.
 //
 //	offset  size  written by  field
 //	0       8     producer    tail: bytes written so far

@@ -72,14 +72,15 @@ type Conn struct {
 	in, out    ring
 	rmu, wmu   sync.Mutex
 	head       uint64 // the consumer's position in in; guarded by rmu
+	ended      bool   // the inbound stream ended and was read to its end; guarded by rmu
 	tail       uint64 // the producer's position in out; guarded by wmu
 	eofSent    bool   // the end-of-stream flag is set; guarded by wmu
 
-	rdl, wdl atomic.Int64 // deadlines, Unix nanoseconds, 0 for none
-	shut     atomic.Bool  // CloseWrite called
-	gone     atomic.Bool  // a bell ended: the other side closed or died
-	bad      atomic.Bool  // the other side broke the ring
-	closing  atomic.Bool  // Close called: calls in progress end
+	rdl, wdl atomic.Pointer[time.Time] // deadlines, nil for none
+	shut     atomic.Bool               // CloseWrite called
+	gone     atomic.Bool               // a bell ended: the other side closed or died
+	bad      atomic.Bool               // the other side broke the ring
+	closing  atomic.Bool               // Close called: calls in progress end
 
 	mu     sync.Mutex // guards the fields below
 	mem    []byte     // nil once unmapped
@@ -294,7 +295,12 @@ func (c *Conn) unmapLocked() {
 
 // readable returns how many bytes wait in the inbound ring and whether
 // its stream has ended (the producer's flag, or the other side gone).
+// Once the stream was read to its end it stays ended, whatever the other
+// side writes afterwards.
 func (c *Conn) readable() (uint64, bool, error) {
+	if c.ended {
+		return 0, true, nil
+	}
 	// Both ends are loaded before the tail: the producer advances the
 	// tail before it sets the end of stream or closes, so a tail loaded
 	// after either holds every byte written before the end.
@@ -373,14 +379,14 @@ func (c *Conn) wait(w *atomic.Uint32, b *bell, ready func() bool) error {
 // deadline dl passed. Calls check it before each step, so that one in
 // progress when Close is called (ReadFrom and WriteTo in their reader or
 // writer) ends with net.ErrClosed, as on a closed socket.
-func (c *Conn) check(dl *atomic.Int64) error {
+func (c *Conn) check(dl *atomic.Pointer[time.Time]) error {
 	if c.closing.Load() {
 		return net.ErrClosed
 	}
 	if c.bad.Load() {
 		return ErrCorrupt
 	}
-	if t := dl.Load(); t != 0 && time.Now().UnixNano() >= t {
+	if t := dl.Load(); t != nil && !time.Now().Before(*t) { // monotonic, as the socket's
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -424,6 +430,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.consumed(n)
 			return n, nil
 		case eof:
+			c.ended = true
 			return 0, io.EOF
 		}
 		if err := c.waitData(); err != nil {
@@ -466,6 +473,7 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			}
 			continue
 		case eof:
+			c.ended = true
 			return total, nil
 		}
 		if err := c.waitData(); err != nil {
@@ -650,19 +658,19 @@ func (c *Conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline sets the deadline of Read and WriteTo.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rdl.Store(unixNano(t))
+	c.rdl.Store(deadline(t))
 	return c.data.sock.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the deadline of Write and ReadFrom.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.wdl.Store(unixNano(t))
+	c.wdl.Store(deadline(t))
 	return c.room.sock.SetReadDeadline(t)
 }
 
-func unixNano(t time.Time) int64 {
+func deadline(t time.Time) *time.Time {
 	if t.IsZero() {
-		return 0
+		return nil
 	}
-	return max(t.UnixNano(), 1)
+	return &t
 }

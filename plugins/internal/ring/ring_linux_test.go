@@ -571,3 +571,24 @@ func TestCloseEndsCopies(t *testing.T) {
 		})
 	}
 }
+
+// TestEndSticks: once a stream was read to its end, what the other side
+// writes into the ring afterwards does not start it again.
+func TestEndSticks(t *testing.T) {
+	host, plugin := pair(t, MinSize)
+	plugin.Write([]byte("all"))
+	plugin.CloseWrite()
+	if got, err := io.ReadAll(host); err != nil || string(got) != "all" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	plugin.out.u32(offPFlags).Store(0) // a plugin that takes its end back
+	plugin.out.u64(offTail).Add(5)
+	plugin.data.sock.Write([]byte{1})
+	if n, err := host.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+		t.Fatalf("Read after the end: %d, %v; want 0, io.EOF", n, err)
+	}
+	var buf bytes.Buffer
+	if n, err := host.WriteTo(&buf); n != 0 || err != nil {
+		t.Fatalf("WriteTo after the end: %d, %v; want 0, nil", n, err)
+	}
+}

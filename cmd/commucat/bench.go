@@ -18,6 +18,7 @@ import (
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/session"
 	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/plugins"
 	"github.com/spf13/cobra"
 )
 
@@ -25,6 +26,7 @@ func newBenchCmd() *cobra.Command {
 	var size int64
 	var runs, repeat int
 	var only []string
+	var pluginDir string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure every transport end to end on loopback, against raw TCP",
@@ -32,7 +34,12 @@ func newBenchCmd() *cobra.Command {
 layer (hybrid handshake, sealed records, CCP-1 frames): single-stream goodput
 as a ratio of raw loopback TCP measured in the same run, and the time to set
 up a session (dial plus handshake, median). Everything runs in this process
-on 127.0.0.1; nothing else is contacted.`,
+on 127.0.0.1; nothing else is contacted.
+
+With --plugins DIR, each transport is measured a second time in the same
+run with its client side through the plugin binary of the same name in
+DIR (such as bin/plugins), the gateway side in process, and the plugin's
+goodput is shown as a ratio of the in-process one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -56,22 +63,44 @@ on 127.0.0.1; nothing else is contacted.`,
 			defer os.RemoveAll(dir)
 			log := slog.New(slog.DiscardHandler)
 			ctx := cmd.Context()
+			var plugReg *transport.Registry
+			if pluginDir != "" {
+				h, reg, err := benchPlugins(pluginDir, names, log)
+				if err != nil {
+					return err
+				}
+				defer h.Close()
+				plugReg = reg
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "transport\tgoodput MB/s\traw TCP MB/s\tratio to raw TCP\tratio to tcp+session\tsession set-up\n")
+			fmt.Fprintf(w, "transport\tgoodput MB/s\traw TCP MB/s\tratio to raw TCP\tratio to tcp+session\tsession set-up")
+			if plugReg != nil {
+				fmt.Fprintf(w, "\tplugin MB/s\tplugin to in-process\tplugin set-up")
+			}
+			fmt.Fprintln(w)
 			var tcpRatio float64
 			for _, name := range names {
 				// Each measurement is paired with a raw TCP one taken just
 				// before it; the ratio is the median of the pairs.
-				var ratios, goodputs, bases []float64
-				var setup time.Duration
+				var ratios, goodputs, bases, plugRatios, plugGoodputs []float64
+				var setup, plugSetup time.Duration
 				for range repeat {
 					base, err := benchRawTCP(ctx, size)
 					if err != nil {
 						return fmt.Errorf("raw tcp: %w", err)
 					}
-					r, err := benchTransport(ctx, dir, name, size, runs, log)
+					r, err := benchTransport(ctx, dir, name, size, runs, log, nil)
 					if err != nil {
 						return fmt.Errorf("%s: %w", name, err)
+					}
+					if plugReg != nil {
+						rp, err := benchTransport(ctx, dir, name, size, runs, log, plugReg)
+						if err != nil {
+							return fmt.Errorf("%s as a plugin: %w", name, err)
+						}
+						plugRatios = append(plugRatios, rp.goodput/r.goodput)
+						plugGoodputs = append(plugGoodputs, rp.goodput)
+						plugSetup = rp.setup
 					}
 					ratios = append(ratios, r.goodput/base)
 					goodputs = append(goodputs, r.goodput)
@@ -86,7 +115,11 @@ on 127.0.0.1; nothing else is contacted.`,
 				if tcpRatio > 0 {
 					rel = fmt.Sprintf("%.2f", ratio/tcpRatio)
 				}
-				fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.2f\t%s\t%s\n", name, median(goodputs), median(bases), ratio, rel, setup.Round(10*time.Microsecond))
+				fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.2f\t%s\t%s", name, median(goodputs), median(bases), ratio, rel, setup.Round(10*time.Microsecond))
+				if plugReg != nil {
+					fmt.Fprintf(w, "\t%.0f\t%.2f\t%s", median(plugGoodputs), median(plugRatios), plugSetup.Round(10*time.Microsecond))
+				}
+				fmt.Fprintln(w)
 			}
 			return w.Flush()
 		},
@@ -95,7 +128,35 @@ on 127.0.0.1; nothing else is contacted.`,
 	cmd.Flags().IntVar(&runs, "setups", 10, "session set-ups to time per transport (the median is shown)")
 	cmd.Flags().IntVar(&repeat, "repeat", 3, "paired measurements per transport (the median is shown)")
 	cmd.Flags().StringSliceVar(&only, "transport", nil, "measure only these transports")
+	cmd.Flags().StringVar(&pluginDir, "plugins", "", "also measure each transport's client side through its plugin binary in this folder")
 	return cmd
+}
+
+// benchPlugins starts the plugins named names found in dir and returns
+// their host and a registry of their transports.
+func benchPlugins(dir string, names []string, log *slog.Logger) (*plugins.Host, *transport.Registry, error) {
+	h, err := plugins.NewHost(plugins.HostConfig{Dirs: []string{dir}, Only: names}, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	infos, err := h.Discover()
+	if err == nil {
+		for _, name := range names {
+			if !slices.ContainsFunc(infos, func(i plugins.Info) bool { return i.Name == name && i.Err == nil }) {
+				err = fmt.Errorf("--plugins: no usable plugin %q in %s", name, dir)
+				break
+			}
+		}
+	}
+	reg := new(transport.Registry)
+	if err == nil {
+		err = h.Register(reg)
+	}
+	if err != nil {
+		h.Close()
+		return nil, nil, err
+	}
+	return h, reg, nil
 }
 
 func median(v []float64) float64 {
@@ -148,8 +209,9 @@ type benchResult struct {
 	setup   time.Duration
 }
 
-// benchTransport serves name on loopback and measures it.
-func benchTransport(ctx context.Context, dir, name string, size int64, runs int, log *slog.Logger) (benchResult, error) {
+// benchTransport serves name on loopback and measures it; the client
+// side comes from cliReg if it is not nil (the plugins), else in process.
+func benchTransport(ctx context.Context, dir, name string, size int64, runs int, log *slog.Logger, cliReg *transport.Registry) (benchResult, error) {
 	var r benchResult
 	cfg := &configs.Gateway{Listen: []configs.Listen{{Transport: name, Address: "127.0.0.1:0"}}}
 	cover, err := prepareCover(dir, cfg, log)
@@ -171,7 +233,10 @@ func benchTransport(ctx context.Context, dir, name string, size int64, runs int,
 	if c, ok := srvT.(io.Closer); ok {
 		defer c.Close()
 	}
-	cliT, err := reg.New(name, pub)
+	if cliReg == nil {
+		cliReg = reg
+	}
+	cliT, err := cliReg.New(name, pub)
 	if err != nil {
 		return r, err
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -31,5 +33,38 @@ func TestBenchFlags(t *testing.T) {
 				t.Fatalf("err %v (output %q), want one containing %q", err, out.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestBenchPlugins measures tcp in process and through its plugin binary
+// in one run, and refuses a folder without the plugin.
+func TestBenchPlugins(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "commucat-transport-tcp")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/commucat/commucat/cmd/commucat-transport-tcp").CombinedOutput(); err != nil {
+		t.Fatalf("build plugin: %v\n%s", err, out)
+	}
+	run := func(plugins string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs([]string{"bench", "--transport", "tcp", "--bytes", "1048576", "--setups", "2", "--repeat", "1", "--plugins", plugins})
+		err := root.Execute()
+		return out.String(), err
+	}
+	out, err := run(dir)
+	if err != nil {
+		t.Fatalf("bench --plugins: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "plugin to in-process") {
+		t.Fatalf("output:\n%s\nwant a header with the plugin columns and one row", out)
+	}
+	if f := strings.Fields(lines[1]); len(f) != 9 || f[0] != "tcp" {
+		t.Errorf("row %q: want tcp and 8 figures", lines[1])
+	}
+	if out, err := run(t.TempDir()); err == nil || !strings.Contains(err.Error(), `no usable plugin "tcp"`) {
+		t.Errorf("bench --plugins with an empty folder: %v\n%s", err, out)
 	}
 }

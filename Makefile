@@ -68,7 +68,7 @@ lint: ## gofmt, go vet and staticcheck
 bench: build ## run every benchmark, then commucat bench (results: docs/BENCHMARKS.md)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PKGS)
 	$(GO) test -count=1 -run='Sweep|FailoverTime' -v ./core/router -args -sweep
-	./$(BIN)/commucat bench
+	./$(BIN)/commucat bench --plugins $(BIN)/plugins
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each

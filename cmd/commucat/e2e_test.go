@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -185,18 +186,29 @@ func (p *proc) wait(t *testing.T, d time.Duration) error {
 // waitFor waits until the process has printed s on stdout or stderr.
 func (p *proc) waitFor(t *testing.T, s string, d time.Duration) {
 	t.Helper()
+	if err := p.printed(s, d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// errExited is printed's error when the process exited first.
+var errExited = errors.New("exited")
+
+// printed waits until p printed s, for at most d. It fails, wrapping
+// errExited, if p exits first.
+func (p *proc) printed(s string, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if strings.Contains(p.stdout.String(), s) || strings.Contains(p.stderr.String(), s) {
-			return
+			return nil
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited (%v) before printing %q\nstdout:\n%s\nstderr:\n%s", p.name, p.err, s, p.stdout.String(), p.stderr.String())
+			return fmt.Errorf("%s %w (%v) before printing %q\nstdout:\n%s\nstderr:\n%s", p.name, errExited, p.err, s, p.stdout.String(), p.stderr.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	t.Fatalf("%s did not print %q within %v\nstdout:\n%s\nstderr:\n%s", p.name, s, d, p.stdout.String(), p.stderr.String())
+	return fmt.Errorf("%s did not print %q within %v\nstdout:\n%s\nstderr:\n%s", p.name, s, d, p.stdout.String(), p.stderr.String())
 }
 
 // run runs a short command to completion and returns its stdout.
@@ -221,6 +233,28 @@ func startGateway(t *testing.T, o *outputs, bin, dir, config string) *proc {
 	p := start(t, o, bin, "gateway", "gateway", "--state", dir, "--config", config)
 	p.waitFor(t, "make an invite", 30*time.Second)
 	return p
+}
+
+// startNewGateway starts the gateway on the configuration file that
+// writeConfig writes with ports found free (freePort). Such a port may be
+// taken by another process before the gateway binds it; then it tries
+// again with a new configuration, at most five times. It returns the
+// gateway and the configuration it runs on.
+func startNewGateway(t *testing.T, o *outputs, bin, dir string, writeConfig func() string) (*proc, string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		config := writeConfig()
+		p := start(t, o, bin, "gateway", "gateway", "--state", dir, "--config", config)
+		err := p.printed("make an invite", 30*time.Second)
+		switch {
+		case err == nil:
+			return p, config
+		case attempt < 5 && errors.Is(err, errExited) && strings.Contains(p.stderr.String(), "address already in use"):
+			t.Logf("attempt %d: a port was taken before the gateway bound it; trying new ports", attempt)
+		default:
+			t.Fatal(err)
+		}
+	}
 }
 
 func stopGateway(t *testing.T, p *proc) {
@@ -294,9 +328,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	o := new(outputs)
 	top := t // processes that outlive a subtest are owned by the test
-	config := gatewayConfig(t, tmp)
-
-	gw := startGateway(t, o, bin, gwDir, config)
+	gw, config := startNewGateway(t, o, bin, gwDir, func() string { return gatewayConfig(t, tmp) })
 	for _, f := range []string{"gateway.key", "signing.key", "gateway.db"} {
 		fi, err := os.Stat(filepath.Join(gwDir, f))
 		if err != nil || fi.Mode().Perm() != 0o600 {

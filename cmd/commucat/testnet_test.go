@@ -138,13 +138,15 @@ func TestTestnetChat(t *testing.T) {
 	bin := buildBinary(t)
 	tmp := t.TempDir()
 	gwDir, aliceDir, bobDir := filepath.Join(tmp, "gw"), filepath.Join(tmp, "alice"), filepath.Join(tmp, "bob")
-	config := filepath.Join(tmp, "gateway.yaml")
-	cfg := fmt.Sprintf("listen:\n  - transport: tcp\n    address: 127.0.0.1:%d\n  - transport: quic\n    address: 127.0.0.1:%d\nops:\n  listen: \"\"\n", freePort(t), freePort(t))
-	if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	o := new(outputs)
-	gw := startGateway(t, o, bin, gwDir, config)
+	gw, config := startNewGateway(t, o, bin, gwDir, func() string {
+		config := filepath.Join(tmp, "gateway.yaml")
+		cfg := fmt.Sprintf("listen:\n  - transport: tcp\n    address: 127.0.0.1:%d\n  - transport: quic\n    address: 127.0.0.1:%d\nops:\n  listen: \"\"\n", freePort(t), freePort(t))
+		if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return config
+	})
 	for _, u := range []struct{ name, dir string }{{"alice", aliceDir}, {"bob", bobDir}} {
 		line := strings.TrimSpace(mustRun(t, o, bin, "invite-"+u.name, "invite", "--state", gwDir, "--config", config))
 		mustRun(t, o, bin, "register-"+u.name, "register", "--invite", line, "--name", u.name, "--state", u.dir)

@@ -602,6 +602,11 @@ func (g *generation) callErr(ctx context.Context, op string, err error) error {
 	case codes.DeadlineExceeded:
 		return &opError{name: name, op: op, kind: transport.ErrTimeout, err: err}
 	case codes.Canceled:
+		if g.isDead() {
+			// Not the caller's context: the plugin was cut off or exited
+			// during the call, which closed its client connection.
+			return &opError{name: name, op: op, kind: transport.ErrRefused, err: fmt.Errorf("plugin stopped: %w", g.reason)}
+		}
 		return &opError{name: name, op: op, kind: context.Canceled, err: err}
 	case codes.Unimplemented:
 		return &opError{name: name, op: op, kind: transport.ErrUnsupported, err: err}

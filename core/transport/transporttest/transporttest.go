@@ -37,6 +37,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -246,7 +247,17 @@ func pattern(n int, seed byte) []byte {
 
 func testEcho(t *testing.T, e *env) {
 	c, s := e.pair(t)
-	srv := spawn(func() error { return echo(s) })
+	srv := spawn(func() error {
+		// A transport that pads after its data (obfs4) may still have
+		// padding in flight to c when c closes; c's kernel answers it with
+		// a reset, which the echo server may read instead of EOF. Every
+		// byte was checked by then, so that is a clean end too; a reset
+		// before then fails the round trip.
+		if err := echo(s); !errors.Is(err, syscall.ECONNRESET) {
+			return err
+		}
+		return nil
+	})
 	for _, n := range []int{1, 100, 16 << 10, 256 << 10} {
 		if err := roundTrip(c, pattern(n, byte(n))); err != nil {
 			t.Fatalf("%d bytes: %v", n, err)

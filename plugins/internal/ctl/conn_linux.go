@@ -117,6 +117,19 @@ func FlowConn(fd int) (*net.UnixConn, error) {
 	return unixConn(fd, syscall.SOCK_STREAM, "flow")
 }
 
+// BellPair returns a new room bell for a flow's rings (package ring): an
+// AF_UNIX stream socket pair with the default buffers, the local end as a
+// connection, the other end as a file to send with a FLOW message.
+func BellPair() (*net.UnixConn, *os.File, error) {
+	return socketPair(syscall.SOCK_STREAM, "room bell", 0)
+}
+
+// BellConn turns a received room bell descriptor into a connection. It
+// takes ownership of fd and checks that it is an AF_UNIX stream socket.
+func BellConn(fd int) (*net.UnixConn, error) {
+	return unixConn(fd, syscall.SOCK_STREAM, "room bell")
+}
+
 // DatagramConn turns a received datagram descriptor into a connection. It
 // takes ownership of fd and checks that it is an AF_UNIX SOCK_SEQPACKET
 // socket.

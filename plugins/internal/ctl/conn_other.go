@@ -35,6 +35,12 @@ func DatagramPair() (*net.UnixConn, *os.File, error) { return nil, nil, errPlatf
 // FlowConn fails on this platform.
 func FlowConn(int) (*net.UnixConn, error) { return nil, errPlatform }
 
+// BellPair fails on this platform.
+func BellPair() (*net.UnixConn, *os.File, error) { return nil, nil, errPlatform }
+
+// BellConn fails on this platform.
+func BellConn(int) (*net.UnixConn, error) { return nil, errPlatform }
+
 // DatagramConn fails on this platform.
 func DatagramConn(int) (*net.UnixConn, error) { return nil, errPlatform }
 

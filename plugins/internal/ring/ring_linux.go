@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/commucat/commucat/plugins/internal/ctl"
 )
 
 // errWriteShut is returned by a write after CloseWrite.
@@ -98,7 +100,7 @@ func Offer(sock *net.UnixConn, size int) (*Conn, []*os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	room, peer, err := bellPair()
+	room, peer, err := ctl.BellPair()
 	if err != nil {
 		memfd.Close()
 		unix.Munmap(mem) //nolint:errcheck // a fresh mapping
@@ -119,7 +121,7 @@ func Offer(sock *net.UnixConn, size int) (*Conn, []*os.File, error) {
 // memfd and the room bell roomfd that the host sent. It takes ownership
 // of all three, also when it fails.
 func Accept(sock *net.UnixConn, memfd, roomfd int) (*Conn, error) {
-	room, err := bellConn(roomfd)
+	room, err := ctl.BellConn(roomfd)
 	if err != nil {
 		unix.Close(memfd)
 		sock.Close()
@@ -196,43 +198,6 @@ func mapFD(fd int) ([]byte, error) {
 
 func validSize(n int) bool {
 	return n >= MinSize && n <= MaxSize && bits.OnesCount(uint(n)) == 1
-}
-
-// bellPair returns a new room bell: this side's end, and the other's to
-// send.
-func bellPair() (*net.UnixConn, *os.File, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("ring: socketpair: %w", err)
-	}
-	c, err := bellConn(fds[0])
-	if err != nil {
-		syscall.Close(fds[1])
-		return nil, nil, err
-	}
-	return c, os.NewFile(uintptr(fds[1]), "room bell"), nil
-}
-
-// bellConn turns fd, which must be an AF_UNIX stream socket, into a
-// connection; it takes ownership of fd.
-func bellConn(fd int) (*net.UnixConn, error) {
-	f := os.NewFile(uintptr(fd), "room bell")
-	defer f.Close()
-	dom, err1 := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_DOMAIN)
-	typ, err2 := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
-	if err1 != nil || err2 != nil || dom != syscall.AF_UNIX || typ != syscall.SOCK_STREAM {
-		return nil, fmt.Errorf("ring: room bell %d is not an AF_UNIX stream socket", fd)
-	}
-	c, err := net.FileConn(f)
-	if err != nil {
-		return nil, fmt.Errorf("ring: room bell: %w", err)
-	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return nil, fmt.Errorf("ring: room bell is a %T", c)
-	}
-	return uc, nil
 }
 
 // newConn returns side's Conn over the rings in mem, with data and room

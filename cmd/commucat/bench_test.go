@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,14 +22,9 @@ func TestBenchFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			root := newRoot()
-			var out bytes.Buffer
-			root.SetOut(&out)
-			root.SetErr(&out)
-			root.SetArgs(append([]string{"bench", "--transport", "tcp", "--bytes", "65536", "--setups", "1", "--repeat", "1"}, tt.args...))
-			err := root.Execute()
+			out, err := runRoot(append([]string{"bench", "--transport", "tcp", "--bytes", "65536", "--setups", "1", "--repeat", "1"}, tt.args...)...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err %v (output %q), want one containing %q", err, out.String(), tt.want)
+				t.Fatalf("err %v (output %q), want one containing %q", err, out, tt.want)
 			}
 		})
 	}
@@ -45,13 +39,7 @@ func TestBenchPlugins(t *testing.T) {
 		t.Fatalf("build plugin: %v\n%s", err, out)
 	}
 	run := func(plugins string) (string, error) {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetArgs([]string{"bench", "--transport", "tcp", "--bytes", "1048576", "--setups", "2", "--repeat", "1", "--plugins", plugins})
-		err := root.Execute()
-		return out.String(), err
+		return runRoot("bench", "--transport", "tcp", "--bytes", "1048576", "--setups", "2", "--repeat", "1", "--plugins", plugins)
 	}
 	out, err := run(dir)
 	if err != nil {

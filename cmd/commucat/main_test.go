@@ -7,6 +7,18 @@ import (
 	"testing"
 )
 
+// runRoot runs the commucat command with args and returns what it printed
+// (standard output and error together) and its error.
+func runRoot(args ...string) (string, error) {
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
 // TestUnknownSubcommand runs commands that only hold subcommands with a
 // name they do not have: each must fail and name it, not print the help
 // and succeed.
@@ -24,20 +36,15 @@ func TestUnknownSubcommand(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			root := newRoot()
-			var out bytes.Buffer
-			root.SetOut(&out)
-			root.SetErr(&out)
-			root.SetArgs(tt.args)
-			err := root.Execute()
+			out, err := runRoot(tt.args...)
 			if tt.want == "" {
-				if err != nil || !strings.Contains(out.String(), "Usage:") {
-					t.Fatalf("err %v, output %q; want the help and no error", err, out.String())
+				if err != nil || !strings.Contains(out, "Usage:") {
+					t.Fatalf("err %v, output %q; want the help and no error", err, out)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err %v (output %q), want one containing %q", err, out.String(), tt.want)
+				t.Fatalf("err %v (output %q), want one containing %q", err, out, tt.want)
 			}
 		})
 	}
@@ -62,14 +69,9 @@ func TestDurationFlags(t *testing.T) {
 			// A state directory that does not exist: the flag must be
 			// refused before it is looked at, and it is not created.
 			dir := t.TempDir() + "/state"
-			root := newRoot()
-			var out bytes.Buffer
-			root.SetOut(&out)
-			root.SetErr(&out)
-			root.SetArgs(append(tt.args, "--state", dir))
-			err := root.Execute()
+			out, err := runRoot(append(tt.args, "--state", dir)...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err %v (output %q), want one containing %q", err, out.String(), tt.want)
+				t.Fatalf("err %v (output %q), want one containing %q", err, out, tt.want)
 			}
 			if _, err := os.Stat(dir); err == nil {
 				t.Errorf("%s was created", dir)

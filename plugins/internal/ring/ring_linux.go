@@ -82,12 +82,11 @@ type Conn struct {
 	shut     atomic.Bool               // CloseWrite called
 	gone     atomic.Bool               // a bell ended: the other side closed or died
 	bad      atomic.Bool               // the other side broke the ring
-	closing  atomic.Bool               // Close called: calls in progress end
+	closed   atomic.Bool               // Close called: calls in progress end; set under mu
 
-	mu     sync.Mutex // guards the fields below
-	mem    []byte     // nil once unmapped
-	refs   int        // calls using mem
-	closed bool
+	mu   sync.Mutex // guards the fields below
+	mem  []byte     // nil once unmapped
+	refs int        // calls using mem
 }
 
 // Offer creates a flow's rings of size bytes each (a power of two from
@@ -233,7 +232,7 @@ func newConn(data, room *net.UnixConn, mem []byte, side Side) (*Conn, error) {
 func (c *Conn) acquire() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed.Load() {
 		return false
 	}
 	c.refs++
@@ -246,7 +245,7 @@ func (c *Conn) release() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.refs--
-	if c.closed && c.refs == 0 {
+	if c.closed.Load() && c.refs == 0 {
 		c.unmapLocked()
 	}
 }
@@ -345,7 +344,7 @@ func (c *Conn) wait(w *atomic.Uint32, b *bell, ready func() bool) error {
 // progress when Close is called (ReadFrom and WriteTo in their reader or
 // writer) ends with net.ErrClosed, as on a closed socket.
 func (c *Conn) check(dl *atomic.Pointer[time.Time]) error {
-	if c.closing.Load() {
+	if c.closed.Load() {
 		return net.ErrClosed
 	}
 	if c.bad.Load() {
@@ -589,12 +588,10 @@ func (c *Conn) CloseWrite() error {
 // fail), and the mapping goes once the last call using it returns.
 func (c *Conn) Close() error {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed.Swap(true) {
 		c.mu.Unlock()
 		return net.ErrClosed
 	}
-	c.closed = true
-	c.closing.Store(true)
 	if c.refs == 0 {
 		c.unmapLocked()
 	}

@@ -250,7 +250,7 @@ func (p *plugin) start(ctx context.Context, n int) (*generation, error) {
 		return nil, err
 	}
 	defer plugEnd.Close()
-	g := &generation{p: p, n: n, dead: make(chan struct{}), flows: make(map[uint64]*hostFlow)}
+	g := &generation{p: p, n: n, dead: make(chan struct{}), ctlDone: make(chan struct{}), flows: make(map[uint64]*hostFlow)}
 	g.ctl, err = ctl.New(hostEnd, g.handleCtl)
 	hostEnd.Close()
 	if err != nil {
@@ -459,6 +459,7 @@ type generation struct {
 	handsOver atomic.Bool
 
 	dead     chan struct{} // closed when the process is (being) stopped
+	ctlDone  chan struct{} // closed when the control socket has ended: the process is gone or being killed
 	deadOnce sync.Once
 	reason   error // why, set before dead is closed
 
@@ -484,6 +485,18 @@ func (g *generation) pid() int {
 func (g *generation) isDead() bool {
 	select {
 	case <-g.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// gone reports whether g's control socket has ended: the process exited
+// or is being killed, and reads none of its flows any more. A graceful
+// stop lets the process drain its flows first.
+func (g *generation) gone() bool {
+	select {
+	case <-g.ctlDone:
 		return true
 	default:
 		return false
@@ -551,6 +564,7 @@ func (g *generation) stop(graceful bool) {
 func (g *generation) readCtl() {
 	defer g.wg.Done()
 	err := g.ctl.Run()
+	defer close(g.ctlDone)
 	var v *ctl.ViolationError
 	switch {
 	case errors.As(err, &v):

@@ -1,10 +1,15 @@
 package plugins
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/commucat/commucat/core/transport"
 )
 
 // ringed reports whether c, a connection through a plugin, has rings.
@@ -89,5 +94,33 @@ func TestNoRingsAfterHandOver(t *testing.T) {
 	c.Close()
 	if open() {
 		t.Error("a flow of a plugin that handed a socket over has rings")
+	}
+}
+
+// TestWriteAfterDeath: a write to a ring flow whose plugin died fails at
+// once, although its ring has room, as a write to a socket whose other
+// end closed does; it does not vanish into memory that nobody reads.
+func TestWriteAfterDeath(t *testing.T) {
+	h, r := startHost(t, HostConfig{}, pluginDir(t, map[string]string{"good": faultyBin(t)}))
+	c, _, _ := echoConn(t, r, "good")
+	if !ringed(t, c) {
+		t.Fatal("the connection has no rings")
+	}
+	roundTrip(t, c, "before")
+	old := currentGen(t, h, "good")
+	if err := syscall.Kill(old.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.ctlDone:
+	case <-time.After(time.Minute):
+		t.Fatal("the host did not see the plugin die within a minute")
+	}
+	n, err := c.Write([]byte("after"))
+	if n != 0 || !errors.Is(err, transport.ErrRefused) {
+		t.Fatalf("Write after the plugin died = %d, %v; want 0 and transport.ErrRefused", n, err)
+	}
+	if !strings.Contains(err.Error(), "the plugin exited") {
+		t.Errorf("error %q does not say the plugin exited", err)
 	}
 }

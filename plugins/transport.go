@@ -768,8 +768,13 @@ func (c *conn) why(ctlErr error) string {
 	return "the plugin's connection failed"
 }
 
-// Write writes to the flow.
+// Write writes to the flow. Once the plugin's process is gone it fails
+// at once, as a socket whose other end closed would: a ring would take
+// bytes until it is full, with nobody left to read them.
 func (c *conn) Write(b []byte) (int, error) {
+	if c.g.gone() {
+		return 0, c.abnormal("write", nil)
+	}
 	n, err := c.uc.Write(b)
 	if err != nil {
 		err = c.wrap("write", err)

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 )
 
 // SeedSize is the length of a profile seed.
@@ -92,9 +93,9 @@ func (p Profile) String() string { return base64.RawURLEncoding.EncodeToString(p
 // Parse decodes a seed written by String and derives its profile.
 func Parse(s string) (Profile, error) {
 	// Strict: a seed has exactly one encoding (no stray bits in the last
-	// character).
+	// character, and no line breaks, which the decoder would skip).
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil || len(b) != SeedSize {
+	if err != nil || len(b) != SeedSize || strings.ContainsAny(s, "\r\n") {
 		return Profile{}, fmt.Errorf("%w: want %d bytes in base64url", ErrSeed, SeedSize)
 	}
 	return New([SeedSize]byte(b)), nil

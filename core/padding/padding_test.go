@@ -53,7 +53,8 @@ func TestParse(t *testing.T) {
 	if err != nil || got != p {
 		t.Fatalf("Parse(String()) = %v, %v", got, err)
 	}
-	for _, bad := range []string{"", "abc", "!!!!", p.String() + "AA"} {
+	enc := p.String()
+	for _, bad := range []string{"", "abc", "!!!!", enc + "AA", enc[:8] + "\n" + enc[8:], enc + "\r\n"} {
 		if _, err := Parse(bad); err == nil {
 			t.Errorf("Parse(%q) accepted", bad)
 		}

@@ -72,12 +72,7 @@ bench: build ## run every benchmark, then commucat bench (results: docs/BENCHMAR
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each
-	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
-	  for fz in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "== $$pkg $$fz"; \
-	    $(GO) test -run='^$$' -fuzz="^$$fz$$" -fuzztime=$(FUZZTIME) $$pkg; \
-	  done; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash .ci/fuzz $(PKGS)
 
 .PHONY: testnet-matrix
 testnet-matrix: build ## (root) every transport x every censor profile in the testnet: report and pictures in MATRIX_DIR

@@ -121,7 +121,9 @@ func encodeServerOptions(method string, p transport.Params) (string, error) {
 // parseSmethodArgs parses the value of an SMETHOD line's ARGS option
 // (pt-spec.txt 3.3.3): "k=v" pairs joined by commas, with equal signs,
 // commas and backslashes escaped by a backslash. Keys must be non-empty
-// and unique.
+// and unique, and neither keys nor values may hold control characters:
+// they are the parameters the gateway publishes to its clients, in
+// invites that people copy and print.
 func parseSmethodArgs(s string) (transport.Params, error) {
 	p := transport.Params{}
 	if s == "" {
@@ -146,6 +148,9 @@ func parseSmethodArgs(s string) (transport.Params, error) {
 		if _, dup := p[key]; dup {
 			return nil, lineError("ARGS key %q twice", key)
 		}
+		if i := strings.IndexFunc(key+val, isControl); i >= 0 {
+			return nil, lineError("ARGS pair %q has control character %#x", key, (key + val)[i])
+		}
 		p[key] = val
 		if n >= len(s) {
 			return p, nil
@@ -153,6 +158,9 @@ func parseSmethodArgs(s string) (transport.Params, error) {
 		s = s[n+1:]
 	}
 }
+
+// isControl reports whether r is an ASCII control character.
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // unescapeUntil unescapes s up to its first unescaped byte of stop, and
 // returns the unescaped text and the index of that byte (len(s) if none).

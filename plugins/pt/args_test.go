@@ -156,3 +156,18 @@ func TestParseSmethodArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestParseSmethodArgsControl: SMETHOD ARGS become the parameters a
+// gateway publishes in its invites, so a control character in a key or
+// a value is refused; a value ending in a carriage return would also
+// lose it when it ends the line.
+func TestParseSmethodArgsControl(t *testing.T) {
+	for _, in := range []string{"k=\r", "k=a\x1b[2J", "k\t=v", "a=1,b=\x7f", "k=\\\n"} {
+		if p, err := parseSmethodArgs(in); !errors.Is(err, errLine) {
+			t.Errorf("parseSmethodArgs(%q) = %v, %v; want an error wrapping errLine", in, p, err)
+		}
+	}
+	if _, err := parseLine([]byte("SMETHOD obfs4 127.0.0.1:1 ARGS:cert=\x1b]0;x\x07\n")); err == nil {
+		t.Error("parseLine took an SMETHOD line whose ARGS have control characters")
+	}
+}

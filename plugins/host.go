@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -442,7 +443,10 @@ type Stats struct {
 	DatagramsToHost, DatagramsFromHost uint64
 }
 
-// Stats asks the named plugin for its counters.
+// Stats asks the named plugin for its counters. The counters other than
+// Restarts are the current process's: they start again from zero when the
+// plugin restarts. If the plugin does not answer, Stats returns its error
+// with only Restarts set.
 func (h *Host) Stats(ctx context.Context, name string) (Stats, error) {
 	p, err := h.plugin(name)
 	if err != nil {
@@ -458,6 +462,23 @@ func (h *Host) Health(ctx context.Context, name string) error {
 		return err
 	}
 	return p.health(ctx)
+}
+
+// Names returns the names of the plugins the host found, sorted; those it
+// refused (Discover's Info.Err) too, whose Stats and Health fail.
+func (h *Host) Names() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Sorted(maps.Keys(h.plugins))
+}
+
+// RingFlows returns how many connections carry their bytes through
+// shared-memory rings now, and how many may at once
+// (HostConfig.RingFlows; 0 when rings are off).
+func (h *Host) RingFlows() (inUse, limit int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rings, max(0, h.cfg.RingFlows)
 }
 
 func (h *Host) plugin(name string) (*plugin, error) {

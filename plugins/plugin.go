@@ -379,11 +379,16 @@ func (p *plugin) checkDescription(ctx context.Context, g *generation) error {
 func (p *plugin) stats(ctx context.Context) (Stats, error) {
 	ctx, cancel := withTimeout(ctx, p.h.cfg.CallTimeout)
 	defer cancel()
+	restarts := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.restarts
+	}
 	var r *proto.StatsResponse
 	for try := 0; ; try++ {
 		g, err := p.live(ctx)
 		if err != nil {
-			return Stats{}, err
+			return Stats{Restarts: restarts()}, err
 		}
 		r, err = g.rpc.Stats(ctx, &proto.StatsRequest{})
 		if err == nil {
@@ -394,15 +399,12 @@ func (p *plugin) stats(ctx context.Context) (Stats, error) {
 			if try == 0 && diedUnder(ctx, g, err) {
 				continue
 			}
-			return Stats{}, err
+			return Stats{Restarts: restarts()}, err
 		}
 		break
 	}
-	p.mu.Lock()
-	restarts := p.restarts
-	p.mu.Unlock()
 	return Stats{
-		Restarts: restarts, Instances: r.GetInstances(), Listeners: r.GetListeners(),
+		Restarts: restarts(), Instances: r.GetInstances(), Listeners: r.GetListeners(),
 		FlowsOpen: r.GetFlowsOpen(), FlowsTotal: r.GetFlowsTotal(), Dials: r.GetDials(),
 		DialErrors: r.GetDialErrors(), Accepts: r.GetAccepts(),
 		BytesToHost: r.GetBytesToHost(), BytesFromHost: r.GetBytesFromHost(),

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/commucat/commucat/backends/messaging"
 	"github.com/commucat/commucat/backends/store"
 	"github.com/commucat/commucat/backends/tactics"
@@ -295,7 +297,11 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	// published them in endpoints.json for invites.
 	var o *ops.Server
 	if cfg.Ops.Listen != "" {
-		if o, err = ops.New(ops.Config{Addr: cfg.Ops.Listen, Ready: st.Ping, Stats: srv.Stats, Logger: log}); err != nil {
+		var more []prometheus.Collector
+		if host != nil {
+			more = append(more, pluginCollector{host})
+		}
+		if o, err = ops.New(ops.Config{Addr: cfg.Ops.Listen, Ready: st.Ping, Stats: srv.Stats, Collectors: more, Logger: log}); err != nil {
 			return err
 		}
 	}

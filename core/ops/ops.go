@@ -33,6 +33,8 @@ type Config struct {
 	// Stats snapshots the gateway for /metrics; nil exports only the Go
 	// runtime and process metrics.
 	Stats func() gateway.Stats
+	// Collectors export more metrics, such as the transport plugins'.
+	Collectors []prometheus.Collector
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -55,6 +57,11 @@ func New(cfg Config) (*Server, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Stats != nil {
 		reg.MustRegister(&collector{stats: cfg.Stats})
+	}
+	for _, c := range cfg.Collectors {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("ops: metrics: %w", err)
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

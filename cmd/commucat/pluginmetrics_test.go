@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/commucat/commucat/plugins"
+)
+
+// buildGoodPlugin builds plugintest's spliced TCP plugin as the transport
+// "good" into dir.
+func buildGoodPlugin(t *testing.T, dir string) {
+	t.Helper()
+	bin := filepath.Join(dir, "commucat-transport-good")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/commucat/commucat/plugins/plugintest/cmd/faulty").CombinedOutput(); err != nil {
+		t.Fatalf("build plugin: %v\n%s", err, out)
+	}
+}
+
+// TestPluginMetrics runs a gateway whose endpoint is a plugin and reads
+// the plugin's metrics from its /metrics, before and after a connection.
+func TestPluginMetrics(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "gw")
+	if err := os.MkdirAll(filepath.Join(state, "plugins"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	buildGoodPlugin(t, filepath.Join(state, "plugins"))
+	config := filepath.Join(t.TempDir(), "gateway.yaml")
+	yaml := "listen:\n  - transport: good\n    address: 127.0.0.1:0\nops:\n  listen: 127.0.0.1:0\n"
+	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := newRoot()
+	var out syncBuffer
+	root.SetOut(&out)
+	root.SetErr(io.Discard)
+	root.SetArgs([]string{"gateway", "--state", state, "--config", config})
+	exited := make(chan error, 1)
+	go func() { exited <- root.ExecuteContext(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("gateway: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Error("the gateway did not stop within a minute")
+		}
+	}()
+
+	addrRE := regexp.MustCompile(`listening: good (\S+)`)
+	opsRE := regexp.MustCompile(`ops: +http://(\S+)/metrics`)
+	var addr, ops string
+	for deadline := time.Now().Add(time.Minute); addr == "" || ops == ""; time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("the gateway exited: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway did not announce its endpoint and ops address within a minute:\n%s", out.String())
+		}
+		if m := addrRE.FindStringSubmatch(out.String()); m != nil {
+			addr = m[1]
+		}
+		if m := opsRE.FindStringSubmatch(out.String()); m != nil {
+			ops = m[1]
+		}
+	}
+	scrape := func() string {
+		t.Helper()
+		resp, err := http.Get("http://" + ops + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /metrics: %d, %v", resp.StatusCode, err)
+		}
+		return string(b)
+	}
+	value := func(metrics, series string) (float64, bool) {
+		for line := range strings.SplitSeq(metrics, "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				return f, err == nil
+			}
+		}
+		return 0, false
+	}
+	metrics := scrape()
+	for series, want := range map[string]float64{
+		`commucat_plugin_up{plugin="good"}`:             1,
+		`commucat_plugin_restarts_total{plugin="good"}`: 0,
+		`commucat_plugin_accepts_total{plugin="good"}`:  0,
+		`commucat_plugin_ring_flows_limit`:              plugins.DefaultRingFlows,
+	} {
+		if got, ok := value(metrics, series); !ok || got != want {
+			t.Errorf("%s = %v (found: %v), want %v", series, got, ok, want)
+		}
+	}
+
+	// A connection to the endpoint is accepted by the plugin (and then
+	// refused by the gateway, which gets no handshake).
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(c, "not a handshake")
+	c.Close()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		metrics = scrape()
+		if n, _ := value(metrics, `commucat_plugin_accepts_total{plugin="good"}`); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no accepted connection counted within a minute:\n%s", metrics)
+		}
+	}
+	if n, ok := value(metrics, `commucat_plugin_flows_total{plugin="good"}`); !ok || n < 1 {
+		t.Errorf("commucat_plugin_flows_total = %v (found: %v), want at least 1", n, ok)
+	}
+}
+
+// TestPluginCollectorDown: a plugin the host refused is reported down,
+// with its restarts and no counters of a process it does not have.
+func TestPluginCollectorDown(t *testing.T) {
+	dir := t.TempDir()
+	buildGoodPlugin(t, dir)
+	h, err := plugins.NewHost(plugins.HostConfig{Dirs: []string{dir}, RequirePinned: true, RingFlows: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.Discover(); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP commucat_plugin_up 1 if the transport plugin's process runs and answered the scrape's stats call, else 0.
+# TYPE commucat_plugin_up gauge
+commucat_plugin_up{plugin="good"} 0
+# HELP commucat_plugin_restarts_total Times the gateway restarted the plugin's process.
+# TYPE commucat_plugin_restarts_total counter
+commucat_plugin_restarts_total{plugin="good"} 0
+# HELP commucat_plugin_ring_flows_limit How many connections may have rings at once (plugins.yaml ring_flows; 0: off).
+# TYPE commucat_plugin_ring_flows_limit gauge
+commucat_plugin_ring_flows_limit 0
+`
+	c := pluginCollector{h}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "commucat_plugin_up", "commucat_plugin_restarts_total", "commucat_plugin_ring_flows_limit"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(c, "commucat_plugin_flows"); n != 0 {
+		t.Errorf("%d commucat_plugin_flows series for a plugin that does not run", n)
+	}
+}

@@ -123,4 +123,9 @@ func TestWriteAfterDeath(t *testing.T) {
 	if !strings.Contains(err.Error(), "the plugin exited") {
 		t.Errorf("error %q does not say the plugin exited", err)
 	}
+	// A connection closed here says so, whatever became of its plugin.
+	c.Close()
+	if _, err := c.Write([]byte("after close")); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Write after Close = %v; want transport.ErrClosed", err)
+	}
 }

@@ -658,6 +658,7 @@ type conn struct {
 	dbad  atomic.Pointer[opError] // set when the plugin broke the protocol on dc
 
 	shut      atomic.Bool // CloseWrite done
+	closed    atomic.Bool // Close called
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -772,7 +773,9 @@ func (c *conn) why(ctlErr error) string {
 // at once, as a socket whose other end closed would: a ring would take
 // bytes until it is full, with nobody left to read them.
 func (c *conn) Write(b []byte) (int, error) {
-	if c.g.gone() {
+	// After Close or CloseWrite, the stream's own error (net.ErrClosed,
+	// EPIPE) says more than the plugin's end.
+	if c.g.gone() && !c.closed.Load() && !c.shut.Load() {
 		return 0, c.abnormal("write", nil)
 	}
 	n, err := c.uc.Write(b)
@@ -797,6 +800,7 @@ func (c *conn) closeWrite() error {
 // delivered what was written before.
 func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
 		if c.shut.Load() {
 			c.g.send(ctlClose, c.id) //nolint:errcheck // a dead plugin needs no CLOSE
 		}

@@ -14,7 +14,7 @@ import (
 var (
 	descPluginUp       = prometheus.NewDesc("commucat_plugin_up", "1 if the transport plugin's process runs and answered the scrape's stats call, else 0.", []string{"plugin"}, nil)
 	descPluginRestarts = prometheus.NewDesc("commucat_plugin_restarts_total", "Times the gateway restarted the plugin's process.", []string{"plugin"}, nil)
-	descPluginFlows    = prometheus.NewDesc("commucat_plugin_flows", "Connections open through the plugin, as its process counts them.", []string{"plugin"}, nil)
+	descPluginFlows    = prometheus.NewDesc("commucat_plugin_open_flows", "Connections open through the plugin, as its process counts them.", []string{"plugin"}, nil)
 	descPluginFlowsTot = prometheus.NewDesc("commucat_plugin_flows_total", "Connections through the plugin's current process.", []string{"plugin"}, nil)
 	descPluginDials    = prometheus.NewDesc("commucat_plugin_dials_total", "Dials through the plugin's current process.", []string{"plugin"}, nil)
 	descPluginDialErrs = prometheus.NewDesc("commucat_plugin_dial_errors_total", "Dials through the plugin's current process that failed.", []string{"plugin"}, nil)

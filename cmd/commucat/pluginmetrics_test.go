@@ -167,7 +167,7 @@ commucat_plugin_ring_flows_limit 0
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "commucat_plugin_up", "commucat_plugin_restarts_total", "commucat_plugin_ring_flows_limit"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(c, "commucat_plugin_flows"); n != 0 {
-		t.Errorf("%d commucat_plugin_flows series for a plugin that does not run", n)
+	if n := testutil.CollectAndCount(c, "commucat_plugin_open_flows"); n != 0 {
+		t.Errorf("%d commucat_plugin_open_flows series for a plugin that does not run", n)
 	}
 }

@@ -121,9 +121,9 @@ func encodeServerOptions(method string, p transport.Params) (string, error) {
 // parseSmethodArgs parses the value of an SMETHOD line's ARGS option
 // (pt-spec.txt 3.3.3): "k=v" pairs joined by commas, with equal signs,
 // commas and backslashes escaped by a backslash. Keys must be non-empty
-// and unique, and neither keys nor values may hold control characters:
-// they are the parameters the gateway publishes to its clients, in
-// invites that people copy and print.
+// and unique, and keys and values must be printable ASCII: they are the
+// parameters the gateway publishes to its clients, in invites that people
+// copy and print.
 func parseSmethodArgs(s string) (transport.Params, error) {
 	p := transport.Params{}
 	if s == "" {
@@ -148,8 +148,8 @@ func parseSmethodArgs(s string) (transport.Params, error) {
 		if _, dup := p[key]; dup {
 			return nil, lineError("ARGS key %q twice", key)
 		}
-		if i := strings.IndexFunc(key+val, isControl); i >= 0 {
-			return nil, lineError("ARGS pair %q has control character %#x", key, (key + val)[i])
+		if i := strings.IndexFunc(key+val, notPrintable); i >= 0 {
+			return nil, lineError("ARGS pair %q has byte %#x, not printable ASCII", key, (key + val)[i])
 		}
 		p[key] = val
 		if n >= len(s) {
@@ -159,8 +159,8 @@ func parseSmethodArgs(s string) (transport.Params, error) {
 	}
 }
 
-// isControl reports whether r is an ASCII control character.
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+// notPrintable reports whether r is outside printable ASCII.
+func notPrintable(r rune) bool { return r < 0x20 || r > 0x7e }
 
 // unescapeUntil unescapes s up to its first unescaped byte of stop, and
 // returns the unescaped text and the index of that byte (len(s) if none).

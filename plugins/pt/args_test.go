@@ -158,11 +158,11 @@ func TestParseSmethodArgs(t *testing.T) {
 }
 
 // TestParseSmethodArgsControl: SMETHOD ARGS become the parameters a
-// gateway publishes in its invites, so a control character in a key or
-// a value is refused; a value ending in a carriage return would also
-// lose it when it ends the line.
+// gateway publishes in its invites, so a key or a value with anything but
+// printable ASCII is refused; a value ending in a carriage return would
+// also lose it when it ends the line.
 func TestParseSmethodArgsControl(t *testing.T) {
-	for _, in := range []string{"k=\r", "k=a\x1b[2J", "k\t=v", "a=1,b=\x7f", "k=\\\n"} {
+	for _, in := range []string{"k=\r", "k=a\x1b[2J", "k\t=v", "a=1,b=\x7f", "k=\\\n", "k=\u009b2J", "k=\xff"} {
 		if p, err := parseSmethodArgs(in); !errors.Is(err, errLine) {
 			t.Errorf("parseSmethodArgs(%q) = %v, %v; want an error wrapping errLine", in, p, err)
 		}

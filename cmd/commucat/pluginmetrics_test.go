@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,6 +138,55 @@ func TestPluginMetrics(t *testing.T) {
 	if n, ok := value(metrics, `commucat_plugin_flows_total{plugin="good"}`); !ok || n < 1 {
 		t.Errorf("commucat_plugin_flows_total = %v (found: %v), want at least 1", n, ok)
 	}
+
+	// The plugin dies; the gateway restarts it, and counts the restart.
+	pid := childProcess(t, "commucat-transport-good")
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		metrics = scrape()
+		restarts, _ := value(metrics, `commucat_plugin_restarts_total{plugin="good"}`)
+		up, _ := value(metrics, `commucat_plugin_up{plugin="good"}`)
+		if restarts == 1 && up == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no restart counted within a minute:\n%s", metrics)
+		}
+	}
+}
+
+// childProcess returns the pid of this process's child running the
+// binary named name.
+func childProcess(t *testing.T, name string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and ")", so
+		// the fields start after the last ")".
+		i := strings.LastIndexByte(string(stat), ')')
+		f := strings.Fields(string(stat)[i+1:])
+		if i < 0 || len(f) < 2 || f[1] != strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && filepath.Base(exe) == name {
+			return pid
+		}
+	}
+	t.Fatalf("no child process runs %s", name)
+	return 0
 }
 
 // TestPluginCollectorDown: a plugin the host refused is reported down,

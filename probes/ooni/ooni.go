@@ -536,8 +536,9 @@ func chained(s string, i, j int) bool {
 //
 // IPv6 addresses are found in every textual form net/netip parses (full,
 // compressed, with an embedded IPv4 address), also where their colons and
-// brackets are percent-encoded ("host%3D2001%3Adb8%3A%3A1"), and with the
-// brackets and port around them ("[fe80::1%eth0]:443"). An unbracketed
+// brackets are escaped as in a URL ("host%3D2001%3Adb8%3A%3A1", also
+// twice: "%253A"), in JSON ("\u003a") or in HTML ("&#58;", "&colon;"),
+// and with the brackets and port around them ("[fe80::1%eth0]:443"). An unbracketed
 // zone ("fe80::1%eth0") is left behind, as it names an interface, not the
 // user. Times ("12:30:45") and other colon-joined hex that is not an
 // address stay (but MAC addresses go, see scrubMACs), and so do "::" and
@@ -677,15 +678,18 @@ func widenIPv6(v string, done, start, end int) (int, int) {
 	return start - 1, i
 }
 
-// decodeAddrEscapes returns s with its percent-escapes ("%3A") decoded
-// when they stand for ':', '[' or ']' and turned into a lone '%' otherwise,
-// so that the hex digits of "%3D" in "host%3D%3A%3A1" are not taken for
-// part of an address; and a function mapping an offset in the result to
-// the offset in s.
+// decodeAddrEscapes returns s with the escapes of ':', '[' and ']' that
+// a page or a URL may hold decoded: percent-escapes ("%3A"), doubly
+// percent-encoded ones ("%253A"), JSON's ("\u003a") and HTML's ("&#58;",
+// "&#x3a;", "&colon;", "&lsqb;"; numeric references with any leading
+// zeros). Any other percent-escape becomes a lone
+// '%', so that the hex digits of "%3D" in "host%3D%3A%3A1" are not taken
+// for part of an address. It also returns a function mapping an offset in
+// the result to the offset in s.
 func decodeAddrEscapes(s string) (string, func(int) int) {
 	first := -1
 	for i := 0; i < len(s) && first < 0; i++ {
-		if addrEscape(s[i:]) != 0 {
+		if _, n := addrEscape(s[i:]); n != 0 {
 			first = i
 		}
 	}
@@ -700,9 +704,9 @@ func decodeAddrEscapes(s string) (string, func(int) int) {
 	for i := first; i < len(s); i++ {
 		offs = append(offs, i)
 		c := s[i]
-		if d := addrEscape(s[i:]); d != 0 {
+		if d, n := addrEscape(s[i:]); n != 0 {
 			c = d
-			i += 2
+			i += n - 1
 		}
 		v = append(v, c)
 	}
@@ -710,21 +714,75 @@ func decodeAddrEscapes(s string) (string, func(int) int) {
 	return string(v), func(i int) int { return offs[i] }
 }
 
-// addrEscape returns what the percent-escape at the start of s becomes in
-// decodeAddrEscapes, or 0 if s does not start with one.
-func addrEscape(s string) byte {
-	if len(s) < 3 || s[0] != '%' || !isHex(s[1]) || !isHex(s[2]) {
-		return 0
+// addrEscapes are the escapes of ':', '[' and ']' that decodeAddrEscapes
+// decodes, but for single percent-escapes; letters in them match in
+// either case.
+var addrEscapes = []struct {
+	esc string
+	c   byte
+}{
+	{"%253a", ':'}, {"%255b", '['}, {"%255d", ']'},
+	{"\\u003a", ':'}, {"\\u005b", '['}, {"\\u005d", ']'},
+	{"&colon;", ':'}, {"&lsqb;", '['}, {"&rsqb;", ']'}, {"&lbrack;", '['}, {"&rbrack;", ']'},
+}
+
+// addrEscape returns what the escape at the start of s becomes in
+// decodeAddrEscapes and its length, or 0, 0 if s does not start with one.
+func addrEscape(s string) (byte, int) {
+	if len(s) < 3 || s[0] != '%' && s[0] != '\\' && s[0] != '&' {
+		return 0, 0
+	}
+	for _, e := range addrEscapes {
+		if len(s) >= len(e.esc) && strings.EqualFold(s[:len(e.esc)], e.esc) {
+			return e.c, len(e.esc)
+		}
+	}
+	if c, n := numericEntity(s); c == ':' || c == '[' || c == ']' {
+		return byte(c), n
+	}
+	if s[0] != '%' || !isHex(s[1]) || !isHex(s[2]) {
+		return 0, 0
 	}
 	switch s[1:3] {
 	case "3A", "3a":
-		return ':'
+		return ':', 3
 	case "5B", "5b":
-		return '['
+		return '[', 3
 	case "5D", "5d":
-		return ']'
+		return ']', 3
 	}
-	return '%'
+	return '%', 3
+}
+
+// numericEntity decodes the HTML numeric character reference at the start
+// of s ("&#58;", "&#x3A;", "&#0058;"), and returns its code point and
+// length, or -1, 0 if s does not start with one of at most 8 digits.
+func numericEntity(s string) (rune, int) {
+	if !strings.HasPrefix(s, "&#") {
+		return -1, 0
+	}
+	i, base := 2, 10
+	if i < len(s) && (s[i] == 'x' || s[i] == 'X') {
+		i, base = i+1, 16
+	}
+	var r rune
+	for j := i; j < len(s) && j < i+9; j++ {
+		var d rune
+		switch c := s[j]; {
+		case c == ';' && j > i:
+			return r, j + 1
+		case '0' <= c && c <= '9':
+			d = rune(c - '0')
+		case base == 16 && 'a' <= c && c <= 'f':
+			d = rune(c-'a') + 10
+		case base == 16 && 'A' <= c && c <= 'F':
+			d = rune(c-'A') + 10
+		default:
+			return -1, 0
+		}
+		r = r*rune(base) + d
+	}
+	return -1, 0
 }
 
 // isAddrByte reports whether c can be part of an IPv6 address.

@@ -224,6 +224,15 @@ func TestScrub(t *testing.T) {
 		{"http%3A%2F%2F%5B2001%3Adb8%3A%3A1%5D%2Fpath", "http%3A%2F%2F[scrubbed]%2Fpath"},
 		{"q=%20%3A%3A1", "q=%20[scrubbed]"},
 		{"0:0::::0", "[scrubbed][scrubbed]"},
+		{"u=ip%253D2001%253Adb8%253A%253A1%2526x", "u=ip%253D[scrubbed]%2526x"},
+		{"u=%255B2001%253Adb8%253A%253A1%255D%253A443", "u=[scrubbed]"},
+		{`{"ip":"2001\u003adb8\u003a\u003a1"}`, `{"ip":"[scrubbed]"}`},
+		{`"\u005b2001\u003Adb8\u003a\u003a1\u005d\u003a443"`, `"[scrubbed]"`},
+		{"<b>2001&#58;db8&#58;&#58;1</b>", "<b>[scrubbed]</b>"},
+		{"<b>2001&#x3A;db8&#x3a;&#x003a;1</b>", "<b>[scrubbed]</b>"},
+		{"&lsqb;2001&colon;db8&colon;&colon;1&rsqb;&colon;443", "[scrubbed]"},
+		{"at 12&#58;30 &amp; &#1234567890; &#; &#x;", "at 12&#58;30 &amp; &#1234567890; &#; &#x;"},
+		{"path\\u003a and %25eth0", "path\\u003a and %25eth0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"syscall"
 )
 
 var errPlatform = errors.New("ring: shared-memory rings need Linux")
@@ -23,7 +22,7 @@ func Offer(*net.UnixConn, int) (*Conn, []*os.File, error) { return nil, nil, err
 // Accept fails on this platform; it closes what it was given.
 func Accept(sock *net.UnixConn, memfd, roomfd int) (*Conn, error) {
 	sock.Close()
-	syscall.Close(memfd)
-	syscall.Close(roomfd)
+	os.NewFile(uintptr(memfd), "memfd").Close()
+	os.NewFile(uintptr(roomfd), "room").Close()
 	return nil, errPlatform
 }

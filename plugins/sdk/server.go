@@ -180,7 +180,7 @@ func (f *flow) endDatagrams() {
 func (f *flow) closeFDs() {
 	for _, fd := range []*int{&f.fd, &f.dfd, &f.rfd, &f.bfd} {
 		if *fd >= 0 {
-			syscall.Close(*fd)
+			closeFD(*fd)
 			*fd = -1
 		}
 	}
@@ -279,7 +279,7 @@ func (s *server) handleCtl(m ctl.Msg, fds []int) error {
 func closeFDs(fds []int) {
 	for _, fd := range fds {
 		if fd >= 0 {
-			syscall.Close(fd)
+			closeFD(fd)
 		}
 	}
 }
@@ -322,7 +322,7 @@ func (s *server) claim(ctx context.Context, id uint64) (f *flow, uc stream, dc *
 	uc, err = flowStream(fd, rfd, bfd)
 	if err != nil {
 		if dfd >= 0 {
-			syscall.Close(dfd)
+			closeFD(dfd)
 		}
 		s.drop(f)
 		return nil, nil, nil, err

@@ -1,0 +1,8 @@
+//go:build !windows
+
+package sdk
+
+import "syscall"
+
+// closeFD closes a descriptor received from the host.
+func closeFD(fd int) { syscall.Close(fd) }

@@ -27,6 +27,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/commucat/commucat/core/padding"
 )
 
 // Version is the invite format version.
@@ -157,8 +159,8 @@ func Parse(line string) (Invite, error) {
 	in.Signing = ed25519.PublicKey(sig)
 	if q.Has("pad") {
 		in.Padding = q.Get("pad")
-		if in.Padding == "" || len(in.Padding) > 64 {
-			return in, invalid("pad: empty or too long")
+		if _, err := padding.Parse(in.Padding); err != nil {
+			return in, invalid("pad: not a padding-profile seed (%d bytes of base64url)", padding.SeedSize)
 		}
 	}
 	if len(q["t"]) == 0 {

@@ -72,6 +72,9 @@ func TestParseErrors(t *testing.T) {
 		{"no endpoint", "commucat://invite?v=1&gw=" + b64(make([]byte, 32)) + "&sig=" + b64(make([]byte, 32)), "no endpoint"},
 		{"bad endpoint", strings.Replace(good, "tcp%40127.0.0.1%3A7443", "tcp127", 1), "transport@host:port"},
 		{"bad exp", strings.Replace(good, "exp=1800000000", "exp=x", 1), "exp"},
+		{"short pad", strings.Replace(good, "pad=AQAAAAAAAAAAAAAAAAAAAA", "pad=AQAA", 1), "pad: not a padding-profile seed"},
+		{"pad not base64url", strings.Replace(good, "pad=AQAAAAAAAAAAAAAAAAAAAA", "pad=AQAAAAAAAAAAAAAAAAAA%2B%2B", 1), "pad:"},
+		{"empty pad", strings.Replace(good, "pad=AQAAAAAAAAAAAAAAAAAAAA", "pad=", 1), "pad:"},
 		{"too long", "commucat://invite?" + strings.Repeat("a", MaxLen), "longer"},
 		{"cut off in an escape", good[:strings.Index(good, "%40")+2], "cut off"},
 	}

@@ -484,21 +484,17 @@ func (g *generation) pid() int {
 	return g.cmd.Process.Pid
 }
 
-func (g *generation) isDead() bool {
-	select {
-	case <-g.dead:
-		return true
-	default:
-		return false
-	}
-}
+func (g *generation) isDead() bool { return isClosed(g.dead) }
 
 // gone reports whether g's control socket has ended: the process exited
 // or is being killed, and reads none of its flows any more. A graceful
 // stop lets the process drain its flows first.
-func (g *generation) gone() bool {
+func (g *generation) gone() bool { return isClosed(g.ctlDone) }
+
+// isClosed reports whether ch is closed; it never waits.
+func isClosed(ch <-chan struct{}) bool {
 	select {
-	case <-g.ctlDone:
+	case <-ch:
 		return true
 	default:
 		return false

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,13 +13,7 @@ import (
 // runPluginCmd runs `commucat plugin args...` and returns its output.
 func runPluginCmd(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := newPluginCmd()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs(args)
-	err := cmd.Execute()
-	return out.String(), err
+	return runRoot(append([]string{"plugin"}, args...)...)
 }
 
 func TestPluginListAndPin(t *testing.T) {

@@ -106,6 +106,20 @@ func TestPluginMetrics(t *testing.T) {
 		}
 		return 0, false
 	}
+	// scrapeUntil scrapes until done holds, for at most a minute, and
+	// returns the last scrape.
+	scrapeUntil := func(what string, done func(metrics string) bool) string {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+			m := scrape()
+			if done(m) {
+				return m
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not within a minute: %s\n%s", what, m)
+			}
+		}
+	}
 	metrics := scrape()
 	for series, want := range map[string]float64{
 		`commucat_plugin_up{plugin="good"}`:             1,
@@ -126,15 +140,10 @@ func TestPluginMetrics(t *testing.T) {
 	}
 	fmt.Fprint(c, "not a handshake")
 	c.Close()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		metrics = scrape()
-		if n, _ := value(metrics, `commucat_plugin_accepts_total{plugin="good"}`); n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no accepted connection counted within a minute:\n%s", metrics)
-		}
-	}
+	metrics = scrapeUntil("an accepted connection counted", func(m string) bool {
+		n, _ := value(m, `commucat_plugin_accepts_total{plugin="good"}`)
+		return n == 1
+	})
 	if n, ok := value(metrics, `commucat_plugin_flows_total{plugin="good"}`); !ok || n < 1 {
 		t.Errorf("commucat_plugin_flows_total = %v (found: %v), want at least 1", n, ok)
 	}
@@ -144,17 +153,11 @@ func TestPluginMetrics(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		metrics = scrape()
-		restarts, _ := value(metrics, `commucat_plugin_restarts_total{plugin="good"}`)
-		up, _ := value(metrics, `commucat_plugin_up{plugin="good"}`)
-		if restarts == 1 && up == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no restart counted within a minute:\n%s", metrics)
-		}
-	}
+	scrapeUntil("the restart counted and the plugin up", func(m string) bool {
+		restarts, _ := value(m, `commucat_plugin_restarts_total{plugin="good"}`)
+		up, _ := value(m, `commucat_plugin_up{plugin="good"}`)
+		return restarts == 1 && up == 1
+	})
 }
 
 // childProcess returns the pid of this process's child running the

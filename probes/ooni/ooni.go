@@ -504,9 +504,6 @@ func scrubMACs(s string) string {
 // chained reports whether s[i:j] continues a run of hex joined by ':' or
 // '-' (or "%3A") on either side, or is glued to more hex.
 func chained(s string, i, j int) bool {
-	hex := func(c byte) bool {
-		return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-	}
 	sep := func(t string) int { // length of a separator at the start of t
 		switch {
 		case strings.HasPrefix(t, ":"), strings.HasPrefix(t, "-"):
@@ -517,14 +514,14 @@ func chained(s string, i, j int) bool {
 		return 0
 	}
 	escaped := i >= 3 && s[i-3] == '%' // "%3D00:1a:…": the D ends an escape
-	if i > 0 && hex(s[i-1]) && !escaped || j < len(s) && hex(s[j]) {
+	if i > 0 && isHex(s[i-1]) && !escaped || j < len(s) && isHex(s[j]) {
 		return true
 	}
-	if n := sep(s[j:]); n > 0 && j+n < len(s) && hex(s[j+n]) {
+	if n := sep(s[j:]); n > 0 && j+n < len(s) && isHex(s[j+n]) {
 		return true
 	}
 	for _, n := range []int{1, 3} {
-		if i-n-1 >= 0 && sep(s[i-n:]) == n && hex(s[i-n-1]) {
+		if i-n-1 >= 0 && sep(s[i-n:]) == n && isHex(s[i-n-1]) {
 			return true
 		}
 	}

@@ -331,3 +331,30 @@ func TestHandOverSurvivesPlugin(t *testing.T) {
 	g.deathReason()
 	roundTrip(t, c, "after the plugin died")
 }
+
+// A plugin whose server publishes a parameter no invite should carry is
+// refused when the gateway builds the server, with a message that names
+// the transport and the fault; the plugin itself stays up.
+func TestBadPublicParams(t *testing.T) {
+	bin := faultyBin(t)
+	h, r := startHost(t, HostConfig{}, pluginDir(t, map[string]string{"badpublic": bin, "good": bin}))
+	other, _, _ := echoConn(t, r, "good")
+	server, pub, err := r.NewServer("badpublic", nil, t.TempDir())
+	if err == nil {
+		t.Fatalf("NewServer = %v, %v; want an error", server, pub)
+	}
+	for _, want := range []string{"badpublic", `"note"`, "0xa", "not printable ASCII"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("NewServer error %q lacks %q", err, want)
+		}
+	}
+	// The refused server's instance is released in the plugin.
+	st, err := h.Stats(testCtx(t), "badpublic")
+	if err != nil {
+		t.Fatalf("Stats(badpublic): %v", err)
+	}
+	if st.Instances != 0 {
+		t.Errorf("%d instances left in the plugin; want 0", st.Instances)
+	}
+	roundTrip(t, other, "undisturbed")
+}

@@ -2,7 +2,9 @@ package transport
 
 import (
 	"fmt"
+	"io"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -58,8 +60,48 @@ func (r *Registry) NewServer(name string, p Params, dir string) (Transport, Para
 	if err != nil {
 		return nil, nil, fmt.Errorf("transport %s: %w", name, err)
 	}
+	if err := CheckPublic(pub); err != nil {
+		if c, ok := t.(io.Closer); ok {
+			c.Close()
+		}
+		return nil, nil, fmt.Errorf("transport %s publishes parameters no invite should carry: %w", name, err)
+	}
 	return t, pub, nil
 }
+
+// Bounds of the parameters a server publishes for its invites.
+const (
+	MaxPublicParams = 16   // parameters per transport
+	MaxPublicKey    = 64   // bytes of a key
+	MaxPublicValue  = 1024 // bytes of a value
+)
+
+// CheckPublic checks parameters a server published for its clients: at
+// most MaxPublicParams of them, keys of 1 to MaxPublicKey bytes and values
+// of at most MaxPublicValue, all printable ASCII (0x20 to 0x7e). They go
+// into invite lines that people copy, print and read out, within the
+// invite's length limit; an invite escapes what it carries, so this is
+// about what a person can handle, not about the invite's syntax.
+func CheckPublic(p Params) error {
+	if len(p) > MaxPublicParams {
+		return fmt.Errorf("%d parameters, more than %d", len(p), MaxPublicParams)
+	}
+	for k, v := range p {
+		switch {
+		case k == "" || len(k) > MaxPublicKey:
+			return fmt.Errorf("a key of %d bytes, want 1 to %d", len(k), MaxPublicKey)
+		case len(v) > MaxPublicValue:
+			return fmt.Errorf("parameter %q has %d bytes, more than %d", k, len(v), MaxPublicValue)
+		}
+		if i := strings.IndexFunc(k+v, NotPrintable); i >= 0 {
+			return fmt.Errorf("parameter %q has byte %#x, not printable ASCII", k, (k + v)[i])
+		}
+	}
+	return nil
+}
+
+// NotPrintable reports whether r is outside printable ASCII.
+func NotPrintable(r rune) bool { return r < 0x20 || r > 0x7e }
 
 // Register adds a factory under name. It panics if name is empty or already
 // registered: that is a programmer error at start-up.

@@ -39,6 +39,7 @@ var Modes = map[string]string{
 	"garbagering":  "Dial writes an impossible position into every flow ring it has mapped",
 	"hangconfig":   "the server side hangs in Configure while the file named by $" + HangEnv + " exists",
 	"wrongname":    "describes itself under another name",
+	"badpublic":    "the server side publishes a parameter whose value holds a line break",
 }
 
 // HangEnv names the environment variable of mode hangconfig.
@@ -84,6 +85,9 @@ func Main() {
 				}
 			}
 			t, pub, err := tcp.ServerFactory(p, dir)
+			if mode == "badpublic" {
+				pub = sdk.Params{"note": "two\nlines"}
+			}
 			w, werr := f.wrap(t, err)
 			return w, pub, werr
 		},

@@ -606,7 +606,7 @@ type ConfigureResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
 	Instance      uint64                 `protobuf:"varint,2,opt,name=instance,proto3" json:"instance,omitempty"`                                                                                                      // nonzero on success
-	PublicParams  map[string]string      `protobuf:"bytes,3,rep,name=public_params,json=publicParams,proto3" json:"public_params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // ROLE_SERVER: what clients need
+	PublicParams  map[string]string      `protobuf:"bytes,3,rep,name=public_params,json=publicParams,proto3" json:"public_params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // ROLE_SERVER: what clients need; printable ASCII, see docs/PLUGINS.md
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

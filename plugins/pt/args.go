@@ -148,7 +148,7 @@ func parseSmethodArgs(s string) (transport.Params, error) {
 		if _, dup := p[key]; dup {
 			return nil, lineError("ARGS key %q twice", key)
 		}
-		if i := strings.IndexFunc(key+val, notPrintable); i >= 0 {
+		if i := strings.IndexFunc(key+val, transport.NotPrintable); i >= 0 {
 			return nil, lineError("ARGS pair %q has byte %#x, not printable ASCII", key, (key + val)[i])
 		}
 		p[key] = val
@@ -158,9 +158,6 @@ func parseSmethodArgs(s string) (transport.Params, error) {
 		s = s[n+1:]
 	}
 }
-
-// notPrintable reports whether r is outside printable ASCII.
-func notPrintable(r rune) bool { return r < 0x20 || r > 0x7e }
 
 // unescapeUntil unescapes s up to its first unescaped byte of stop, and
 // returns the unescaped text and the index of that byte (len(s) if none).

@@ -68,7 +68,12 @@ contains a secret: hand it over privately.`,
 				Code:      code,
 				Expires:   expires,
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), in.String())
+			line := in.String()
+			if _, err := invite.Parse(line); err != nil {
+				// Parse's errors never hold the code.
+				return fmt.Errorf("the invite for %s is not one a client can read (%w); drop endpoints or transports from the gateway's configuration", dir, err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), line)
 			fmt.Fprintf(cmd.ErrOrStderr(), "single use, valid until %s; hand it over privately\n", expires.UTC().Format(time.RFC3339))
 			return nil
 		},

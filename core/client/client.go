@@ -59,6 +59,11 @@ type endpoint struct {
 // extra paths once it runs. The caller runs the session with Run and
 // closes it. The session ends with router.ErrResumeRefused if the gateway
 // later forgets it; Dial again then for a full handshake.
+//
+// Dial builds a transport for each endpoint from Transports. The session
+// closes those that are io.Closers when it stops (see
+// router.Config.OnStop, which runs after them); a Dial that fails closes
+// them before it returns.
 func Dial(ctx context.Context, cfg Config) (*router.Session, invite.Endpoint, error) {
 	if cfg.Static == nil {
 		return nil, invite.Endpoint{}, errors.New("client: no device key")
@@ -78,6 +83,14 @@ func Dial(ctx context.Context, cfg Config) (*router.Session, invite.Endpoint, er
 	log = log.With("component", "client")
 	var eps []endpoint
 	var errs []error
+	var built []transport.Transport
+	closeAll := func() {
+		for _, t := range built {
+			if c, ok := t.(io.Closer); ok {
+				c.Close()
+			}
+		}
+	}
 	for _, ie := range cfg.Endpoints {
 		if cfg.Only != "" && ie.Transport != cfg.Only {
 			continue
@@ -87,6 +100,7 @@ func Dial(ctx context.Context, cfg Config) (*router.Session, invite.Endpoint, er
 			errs = append(errs, &AttemptError{Endpoint: ie, Err: err})
 			continue
 		}
+		built = append(built, t)
 		addr := ie.Addr
 		eps = append(eps, endpoint{inv: ie, ep: router.Endpoint{
 			Transport: ie.Transport,
@@ -114,11 +128,21 @@ func Dial(ctx context.Context, cfg Config) (*router.Session, invite.Endpoint, er
 	if rcfg.Logger == nil {
 		rcfg.Logger = cfg.Logger
 	}
+	// The session redials its endpoints as long as it runs: it closes the
+	// transports when it stops.
+	rcfg.OnStop = func() {
+		closeAll()
+		if cfg.Router.OnStop != nil {
+			cfg.Router.OnStop()
+		}
+	}
 	if err := rcfg.Validate(); err != nil {
+		closeAll()
 		return nil, invite.Endpoint{}, fmt.Errorf("client: %w", err)
 	}
 	w, err := race(ctx, cfg, log, eps)
 	if err != nil {
+		closeAll()
 		return nil, invite.Endpoint{}, fmt.Errorf("%w: %w", ErrNoEndpoint, errors.Join(append(errs, err)...))
 	}
 	log.Debug("connected", "transport", w.ep.inv.Transport)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -44,6 +45,19 @@ type world struct {
 	gw  *handshake.StaticKey
 	eps []invite.Endpoint
 	reg *transport.Registry
+
+	built, closed atomic.Int32 // client transports built by reg, and closed
+}
+
+// counted is a client transport of the world that counts its Close.
+type counted struct {
+	*simnet.Transport
+	closed *atomic.Int32
+}
+
+func (c counted) Close() error {
+	c.closed.Add(1)
+	return nil
 }
 
 func newWorld(t *testing.T, listen ...string) *world {
@@ -55,7 +69,10 @@ func newWorld(t *testing.T, listen ...string) *world {
 	}
 	w := &world{nw: nw, gw: gw, reg: new(transport.Registry)}
 	tr := nw.Transport("sim")
-	w.reg.Register("sim", func(transport.Params) (transport.Transport, error) { return tr, nil })
+	w.reg.Register("sim", func(transport.Params) (transport.Transport, error) {
+		w.built.Add(1)
+		return counted{tr, &w.closed}, nil
+	})
 	var geps []gateway.Endpoint
 	for _, a := range []string{"a:1", "b:1", "c:1"} {
 		nw.SetLinks(a, simnet.Link{Delay: delay}, simnet.Link{Delay: delay})
@@ -190,4 +207,44 @@ func TestJoinsOtherEndpoints(t *testing.T) {
 		cancel()
 		<-run
 	})
+}
+
+// Dial closes the transports it built once the session stops (after Run,
+// or at Close if Run never ran), and at once if it fails.
+func TestClosesTransports(t *testing.T) {
+	tests := []struct {
+		name   string
+		listen []string
+		run    bool
+	}{
+		{"after Run", []string{"a:1", "b:1", "c:1"}, true},
+		{"Close without Run", []string{"a:1"}, false},
+		{"failed Dial", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				w := newWorld(t, tt.listen...)
+				s, _, _, err := w.dial(t)
+				switch {
+				case tt.listen == nil && err == nil:
+					t.Fatal("Dial succeeded with no gateway")
+				case tt.listen != nil && err != nil:
+					t.Fatal(err)
+				case tt.listen != nil:
+					if n := w.closed.Load(); n != 0 {
+						t.Fatalf("%d transports closed before the session stopped", n)
+					}
+					if tt.run {
+						use(t, s)
+					} else {
+						s.Close()
+					}
+				}
+				if b, c := w.built.Load(), w.closed.Load(); b != 3 || c != 3 {
+					t.Errorf("%d transports built, %d closed; want 3 and 3", b, c)
+				}
+			})
+		})
+	}
 }

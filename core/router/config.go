@@ -210,6 +210,12 @@ type Config struct {
 	// the session's lock held, from the session's goroutines: it must not
 	// block (start a probe in a goroutine of your own).
 	OnPathFailure func(Endpoint)
+	// OnStop, if set, is called once when the session has stopped: at
+	// the end of Run, after every path's connection is closed and the
+	// session's goroutines have ended, or from Close if Run was never
+	// called. Whoever built the endpoints' transports closes them here.
+	// It must not call the session.
+	OnStop func()
 	// Logger receives debug events. If nil, nothing is logged.
 	Logger *slog.Logger
 	// UnsafeLogging puts endpoint addresses into logs.

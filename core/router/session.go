@@ -72,6 +72,7 @@ type Session struct {
 
 	done    chan struct{} // closed when the session ends
 	endOnce sync.Once
+	stopped sync.Once // runs cfg.OnStop
 	cause   error // set before done is closed
 
 	sealer  *session.Sealer
@@ -153,7 +154,7 @@ type epState struct {
 func New(role Role, res *handshake.Result, conn net.Conn, ep Endpoint, cfg Config) *Session {
 	verr := cfg.Validate()
 	if verr != nil {
-		cfg = Config{Logger: cfg.Logger}
+		cfg = Config{Logger: cfg.Logger, OnStop: cfg.OnStop}
 	}
 	c := cfg.withDefaults()
 	now := time.Now()
@@ -360,9 +361,17 @@ func (s *Session) Run(ctx context.Context) error {
 		t.remove(s)
 	}
 	s.wipe()
+	s.stop()
 	err := s.result()
 	s.log.Debug("session ended", "err", err)
 	return err
+}
+
+// stop calls cfg.OnStop, once, without s.mu held.
+func (s *Session) stop() {
+	if s.cfg.OnStop != nil {
+		s.stopped.Do(s.cfg.OnStop)
+	}
 }
 
 // result is what Run returns once the session ended.
@@ -464,6 +473,7 @@ func (s *Session) Close() error {
 		s.shutdownPaths()
 		s.mu.Unlock()
 		s.wipe()
+		s.stop()
 		return nil
 	}
 	s.closeLocked()

@@ -41,6 +41,8 @@ import (
 	"sync"
 	"time"
 
+	goplugin "github.com/hashicorp/go-plugin"
+
 	"github.com/commucat/commucat/core/transport"
 	"github.com/commucat/commucat/plugins/proto"
 )
@@ -78,6 +80,10 @@ type HostConfig struct {
 	// Env is added to the plugins' environment ("KEY=value"), which is
 	// otherwise empty but for what the plugin protocol sets.
 	Env []string
+	// PluginEnv is added to the environment of the plugin each key
+	// names, after Env (a variable set in both takes this value), for
+	// settings of one plugin such as GOMAXPROCS or GOGC.
+	PluginEnv map[string][]string
 	// StartTimeout bounds a plugin's start and handshake. If zero,
 	// DefaultStartTimeout.
 	StartTimeout time.Duration
@@ -117,9 +123,15 @@ func (c *HostConfig) Validate() error {
 			return fmt.Errorf("plugins: pins.%s: %q is not a hex SHA-256", name, pin)
 		}
 	}
-	for i, kv := range c.Env {
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return fmt.Errorf("plugins: env[%d] is not KEY=value", i) // its value may be a secret
+	if err := checkEnv("env", c.Env); err != nil {
+		return err
+	}
+	for name, env := range c.PluginEnv {
+		if !validName(name) {
+			return fmt.Errorf("plugins: env: %q is not a plugin name", name)
+		}
+		if err := checkEnv("env."+name, env); err != nil {
+			return err
 		}
 	}
 	for _, d := range []struct {
@@ -132,6 +144,22 @@ func (c *HostConfig) Validate() error {
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("plugins: %s: negative duration %v", d.name, d.v)
+		}
+	}
+	return nil
+}
+
+// checkEnv checks entries of an environment for plugins: each is
+// KEY=value, and none sets a variable of the plugin protocol. Its errors
+// never hold a value, which may be a secret.
+func checkEnv(field string, env []string) error {
+	for i, kv := range env {
+		k, _, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok || k == "" || strings.ContainsRune(k, 0):
+			return fmt.Errorf("plugins: %s[%d] is not KEY=value", field, i)
+		case k == proto.ControlFDEnv || k == goplugin.EnvUnixSocketDir:
+			return fmt.Errorf("plugins: %s[%d] sets %s, which the plugin protocol sets", field, i, k)
 		}
 	}
 	return nil

@@ -46,6 +46,11 @@ func TestHostConfigValidate(t *testing.T) {
 		{"bad pin", HostConfig{Pins: map[string]string{"tcp": "abc"}}, "pins.tcp"},
 		{"bad name", HostConfig{Pins: map[string]string{"TCP!": sum}}, "plugin name"},
 		{"bad env", HostConfig{Env: []string{"NOEQUALS"}}, "env[0]"},
+		{"plugin env", HostConfig{Env: []string{"A=1"}, PluginEnv: map[string][]string{"quic": {"GOMAXPROCS=1", "EMPTY="}}}, ""},
+		{"bad plugin env", HostConfig{PluginEnv: map[string][]string{"quic": {"A=1", "=secret"}}}, "env.quic[1] is not KEY=value"},
+		{"plugin env name", HostConfig{PluginEnv: map[string][]string{"Q UIC": {"A=1"}}}, `env: "Q UIC" is not a plugin name`},
+		{"protocol variable", HostConfig{Env: []string{"COMMUCAT_PLUGIN_CONTROL_FD=4"}}, "env[0] sets COMMUCAT_PLUGIN_CONTROL_FD"},
+		{"protocol variable for one", HostConfig{PluginEnv: map[string][]string{"kcp": {"PLUGIN_UNIX_SOCKET_DIR=/tmp"}}}, "env.kcp[0] sets PLUGIN_UNIX_SOCKET_DIR"},
 		{"negative", HostConfig{DialTimeout: -time.Second}, "dial_timeout"},
 	}
 	for _, tt := range tests {
@@ -240,4 +245,46 @@ func TestClosedHost(t *testing.T) {
 		t.Errorf("Listen after Close: %v, want ErrClosed", err)
 	}
 	ln.Close()
+}
+
+// Each plugin's environment is the protocol's variables, Env, and its own
+// PluginEnv, which wins over Env; nothing of the host's own environment
+// leaks in.
+func TestPluginEnv(t *testing.T) {
+	t.Setenv("COMMUCAT_TEST_HOST_ONLY", "leak")
+	bin := faultyBin(t)
+	h, _ := startHost(t, HostConfig{
+		Env:       []string{"GOGC=200", "COMMUCAT_TEST_SHARED=env"},
+		PluginEnv: map[string][]string{"good": {"GOMAXPROCS=1", "COMMUCAT_TEST_SHARED=good"}},
+	}, pluginDir(t, map[string]string{"good": bin, "hangdial": bin}))
+	for _, tt := range []struct {
+		name string
+		want []string
+	}{
+		{"good", []string{"GOGC=200", "GOMAXPROCS=1", "COMMUCAT_TEST_SHARED=good"}},
+		{"hangdial", []string{"GOGC=200", "COMMUCAT_TEST_SHARED=env"}},
+	} {
+		pid := currentGen(t, h, tt.name).pid()
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := map[string]string{}
+		for kv := range strings.SplitSeq(strings.TrimSuffix(string(b), "\x00"), "\x00") {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v // the last one wins, as for the process
+		}
+		for _, kv := range tt.want {
+			k, v, _ := strings.Cut(kv, "=")
+			if env[k] != v {
+				t.Errorf("%s: %s=%q, want %q", tt.name, k, env[k], v)
+			}
+		}
+		if _, ok := env["COMMUCAT_TEST_HOST_ONLY"]; ok {
+			t.Errorf("%s: the host's environment leaked in", tt.name)
+		}
+		if tt.name == "hangdial" && env["GOMAXPROCS"] != "" {
+			t.Errorf("hangdial got good's GOMAXPROCS")
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +36,16 @@ const (
 	// peerPluginsEnv, if set, makes the peer run the transport as a
 	// plugin from the folder it names.
 	peerPluginsEnv = "COMMUCAT_PLUGINS_BENCH_PEER_PLUGINS"
+	// pluginEnvEnv, if set, is a space-separated list of KEY=value
+	// added to the environment of every plugin the Link benchmarks
+	// start, at both ends (HostConfig.Env): for example GOMAXPROCS=1.
+	pluginEnvEnv = "COMMUCAT_PLUGINS_BENCH_ENV"
 )
+
+// benchHostConfig is the HostConfig of the Link benchmarks' hosts.
+func benchHostConfig() HostConfig {
+	return HostConfig{Env: strings.Fields(os.Getenv(pluginEnvEnv))}
+}
 
 // What a peer does with a connection, by its first byte.
 const (
@@ -68,7 +78,9 @@ func servePeer(name, plugins string, ready func(addr string, pub transport.Param
 	defer cancel()
 	reg := inprocessRegistry()
 	if plugins != "" {
-		h, err := NewHost(HostConfig{Dirs: []string{plugins}}, nil)
+		cfg := benchHostConfig()
+		cfg.Dirs = []string{plugins}
+		h, err := NewHost(cfg, nil)
 		if err != nil {
 			return err
 		}
@@ -272,7 +284,7 @@ func benchLink(b *testing.B, bench func(b *testing.B, client transport.Transport
 		rows = append(rows, struct{ name, inproc, plugin string }{c.name, c.name, c.name})
 	}
 	dir := pluginDir(b, bins)
-	_, plug := startHost(b, HostConfig{}, dir)
+	_, plug := startHost(b, benchHostConfig(), dir)
 	for _, row := range rows {
 		b.Run(row.name, func(b *testing.B) {
 			for _, side := range []struct {

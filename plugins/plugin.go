@@ -261,6 +261,7 @@ func (p *plugin) start(ctx context.Context, n int) (*generation, error) {
 		proto.ControlFDEnv + "=3",
 		goplugin.EnvUnixSocketDir + "=" + p.h.sockDir,
 	}, cfg.Env...)
+	cmd.Env = append(cmd.Env, cfg.PluginEnv[p.info.Name]...)
 	cmd.ExtraFiles = []*os.File{plugEnd} // descriptor 3
 	cmd.Dir = "/"
 	setProcAttr(cmd)

@@ -18,7 +18,7 @@ import (
 )
 
 // pluginsFile in a state directory holds the plugin settings: folders,
-// pins, require_pinned and ring_flows. `commucat plugin pin` writes it.
+// pins, require_pinned, ring_flows and env. `commucat plugin pin` writes it.
 const pluginsFile = "plugins.yaml"
 
 // pluginSettings is the content of pluginsFile.
@@ -34,6 +34,9 @@ type pluginSettings struct {
 	// once carry their bytes through shared memory; 0 for the default,
 	// -1 for none.
 	RingFlows int `yaml:"ring_flows,omitempty"`
+	// Env is plugins.HostConfig.PluginEnv: variables ("KEY=value") added
+	// to the environment of the plugin each key names.
+	Env map[string][]string `yaml:"env,omitempty"`
 }
 
 // loadPluginSettings reads pluginsFile in dir; a missing file is empty
@@ -80,9 +83,12 @@ func pluginHostConfig(dir string) (plugins.HostConfig, error) {
 	if s.RingFlows < -1 {
 		return plugins.HostConfig{}, fmt.Errorf("%s: ring_flows %d: want -1 (none), 0 (the default) or a number of connections", filepath.Join(dir, pluginsFile), s.RingFlows)
 	}
-	cfg := plugins.HostConfig{StateDir: dir, RequirePinned: s.RequirePinned, Pins: s.Pins, RingFlows: s.RingFlows}
+	cfg := plugins.HostConfig{StateDir: dir, RequirePinned: s.RequirePinned, Pins: s.Pins, RingFlows: s.RingFlows, PluginEnv: s.Env}
 	if len(s.Dirs) > 0 {
 		cfg.Dirs = s.Dirs
+	}
+	if err := cfg.Validate(); err != nil {
+		return plugins.HostConfig{}, fmt.Errorf("%s: %w", filepath.Join(dir, pluginsFile), err)
 	}
 	return cfg, nil
 }

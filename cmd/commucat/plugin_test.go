@@ -106,6 +106,36 @@ func TestPluginSettingsRingFlows(t *testing.T) {
 	}
 }
 
+func TestPluginSettingsEnv(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want map[string][]string
+		err  string // in the error; empty: none
+	}{
+		{"", nil, ""},
+		{"env:\n  quic: [GOMAXPROCS=1]\n  kcp: [GOMAXPROCS=1, GOGC=200]\n",
+			map[string][]string{"quic": {"GOMAXPROCS=1"}, "kcp": {"GOMAXPROCS=1", "GOGC=200"}}, ""},
+		{"env:\n  quic: [GOMAXPROCS]\n", nil, "env.quic[0] is not KEY=value"},
+		{"env:\n  Quic: [A=1]\n", nil, "not a plugin name"},
+		{"env:\n  quic: [COMMUCAT_PLUGIN_CONTROL_FD=5]\n", nil, "which the plugin protocol sets"},
+		{"env:\n  quic: GOMAXPROCS=1\n", nil, "cannot unmarshal"},
+	} {
+		state := t.TempDir()
+		if err := os.WriteFile(filepath.Join(state, pluginsFile), []byte(tt.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := pluginHostConfig(state)
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("%q: %v", tt.yaml, err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), pluginsFile)):
+			t.Errorf("%q: error %v; want one naming %s with %q", tt.yaml, err, pluginsFile, tt.err)
+		case tt.err == "" && !cmp.Equal(cfg.PluginEnv, tt.want):
+			t.Errorf("%q: PluginEnv %v; want %v", tt.yaml, cfg.PluginEnv, tt.want)
+		}
+	}
+}
+
 func TestPluginSettingsStrict(t *testing.T) {
 	state := t.TempDir()
 	if err := os.WriteFile(filepath.Join(state, pluginsFile), []byte("pinz: {}\n"), 0o600); err != nil {
@@ -114,4 +144,33 @@ func TestPluginSettingsStrict(t *testing.T) {
 	if _, err := loadPluginSettings(state); err == nil || !strings.Contains(err.Error(), "pinz") {
 		t.Errorf("unknown field: %v; want an error naming it", err)
 	}
+}
+
+// FuzzPluginSettings reads any plugins.yaml: it is accepted or refused
+// with an error, never a panic, and what is accepted is a valid host
+// configuration.
+func FuzzPluginSettings(f *testing.F) {
+	for _, s := range []string{
+		"",
+		"dirs: [/opt/commucat/plugins]\nrequire_pinned: true\npins:\n  tcp: " + strings.Repeat("ab", 32) + "\nring_flows: 64\n",
+		"env:\n  quic: [GOMAXPROCS=1]\n  kcp: [GOMAXPROCS=1, GOGC=200]\n",
+		"env: {quic: [\"=x\"]}\n",
+		"ring_flows: -2\n",
+		"pins: {TCP: abc}\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		state := t.TempDir()
+		if err := os.WriteFile(filepath.Join(state, pluginsFile), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := pluginHostConfig(state)
+		if err != nil {
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted a configuration that Validate refuses: %v", err)
+		}
+	})
 }

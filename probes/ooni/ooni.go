@@ -475,55 +475,50 @@ const Scrubbed = "[scrubbed]"
 var scrubIPv4 = regexp.MustCompile(`(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(?::[0-9]{1,5})?`)
 
 // scrubMAC matches a MAC address: six hex pairs joined by colons or
-// hyphens, or by percent-encoded colons. A captive portal or block page
-// may print the device's. scrubMACs skips matches that are part of a
-// longer chain, such as a certificate fingerprint.
-var scrubMAC = regexp.MustCompile(`(?i)[0-9a-f]{2}(?:(?::|-|%3a)[0-9a-f]{2}){5}`)
+// hyphens. A captive portal or block page may print the device's.
+// scrubMACs looks for it with the colons' escapes decoded, and skips
+// matches that are part of a longer chain, such as a certificate
+// fingerprint.
+var scrubMAC = regexp.MustCompile(`(?i)[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}`)
 
 // scrubMACs replaces the MAC addresses in s that stand alone: not inside
-// a longer run of hex pairs.
+// a longer run of hex pairs. It finds them in s with the escapes of ':'
+// decoded (decodeAddrEscapes), as IPv6 addresses are found.
 func scrubMACs(s string) string {
-	idx := scrubMAC.FindAllStringIndex(s, -1)
+	v, off := decodeAddrEscapes(s)
+	idx := scrubMAC.FindAllStringIndex(v, -1)
 	if idx == nil {
 		return s
 	}
 	var b strings.Builder
 	last := 0
 	for _, m := range idx {
-		if chained(s, m[0], m[1]) {
+		if chained(v, m[0], m[1]) {
 			continue
 		}
-		b.WriteString(s[last:m[0]])
+		b.WriteString(s[last:off(m[0])])
 		b.WriteString(Scrubbed)
-		last = m[1]
+		last = off(m[1])
 	}
 	b.WriteString(s[last:])
 	return b.String()
 }
 
-// chained reports whether s[i:j] continues a run of hex joined by ':' or
-// '-' (or "%3A") on either side, or is glued to more hex.
-func chained(s string, i, j int) bool {
-	sep := func(t string) int { // length of a separator at the start of t
-		switch {
-		case strings.HasPrefix(t, ":"), strings.HasPrefix(t, "-"):
-			return 1
-		case len(t) >= 3 && strings.EqualFold(t[:3], "%3a"):
-			return 3
-		}
-		return 0
-	}
-	escaped := i >= 3 && s[i-3] == '%' // "%3D00:1a:…": the D ends an escape
-	if i > 0 && isHex(s[i-1]) && !escaped || j < len(s) && isHex(s[j]) {
+// chained reports whether v[i:j], in decodeAddrEscapes's view, continues
+// a run of hex joined by ':' or '-' on either side, or is glued to more
+// hex. Hex that ends an escape is not glued: in that view "%3D00:1a:…"
+// is "%00:1a:…", and the doubly encoded "%253D00%253A1a…" is
+// "%3D00:1a…".
+func chained(v string, i, j int) bool {
+	sep := func(c byte) bool { return c == ':' || c == '-' }
+	escaped := i >= 3 && v[i-3] == '%'
+	switch {
+	case i > 0 && isHex(v[i-1]) && !escaped, j < len(v) && isHex(v[j]):
 		return true
-	}
-	if n := sep(s[j:]); n > 0 && j+n < len(s) && isHex(s[j+n]) {
+	case j+1 < len(v) && sep(v[j]) && isHex(v[j+1]):
 		return true
-	}
-	for _, n := range []int{1, 3} {
-		if i-n-1 >= 0 && sep(s[i-n:]) == n && isHex(s[i-n-1]) {
-			return true
-		}
+	case i >= 2 && sep(v[i-1]) && isHex(v[i-2]):
+		return true
 	}
 	return false
 }

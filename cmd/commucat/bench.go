@@ -230,9 +230,7 @@ func benchTransport(ctx context.Context, dir, name string, size int64, runs int,
 	if err != nil {
 		return r, err
 	}
-	if c, ok := srvT.(io.Closer); ok {
-		defer c.Close()
-	}
+	defer transport.Close(srvT) //nolint:errcheck // the measurement is done
 	if cliReg == nil {
 		cliReg = reg
 	}
@@ -240,9 +238,7 @@ func benchTransport(ctx context.Context, dir, name string, size int64, runs int,
 	if err != nil {
 		return r, err
 	}
-	if c, ok := cliT.(io.Closer); ok {
-		defer c.Close()
-	}
+	defer transport.Close(cliT) //nolint:errcheck // the measurement is done
 	gw, err := handshake.GenerateStatic()
 	if err != nil {
 		return r, err

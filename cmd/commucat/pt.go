@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"maps"
+	"net"
 	"os/exec"
 	"slices"
 	"strings"
@@ -111,15 +114,34 @@ func (c *ptClients) Factory(p transport.Params) (transport.Transport, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cl, ok := c.running[id.String()]; ok {
-		return cl, nil
+		return sharedPT{cl}, nil
 	}
 	cl, err := pt.NewClient(pt.Config{Binary: bin, Method: method}, args)
 	if err != nil {
 		return nil, err
 	}
 	c.running[id.String()] = cl
-	return cl, nil
+	return sharedPT{cl}, nil
 }
+
+// sharedPT is a PT client as Factory hands it out: one of several uses of
+// a process that ptClients owns and stops, so it has no Close for a
+// session that stops (core/client closes the transports it was given) to
+// end the PT under the next one.
+type sharedPT struct{ c *pt.Client }
+
+func (s sharedPT) Name() string { return s.c.Name() }
+
+func (s sharedPT) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	return s.c.Dial(ctx, addr)
+}
+
+func (s sharedPT) Listen(ctx context.Context, addr string) (transport.Listener, error) {
+	return s.c.Listen(ctx, addr)
+}
+
+// LogValue keeps the PT's parameters out of logs, as pt.Client does.
+func (s sharedPT) LogValue() slog.Value { return s.c.LogValue() }
 
 // Close stops every PT process started.
 func (c *ptClients) Close() {

@@ -57,3 +57,34 @@ func TestPTServerExtORPort(t *testing.T) {
 		}
 	}
 }
+
+// TestPTClientShared: the PT process behind a client's "pt" endpoints
+// lives as long as the command. A session that stops closes the
+// transports it was given; that must not stop the PT under the next
+// session's dials.
+func TestPTClientShared(t *testing.T) {
+	c, err := newPTClients([]string{"obfs4=/bin/true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := transport.Params{"method": "obfs4", "cert": "x", "iat-mode": "0"}
+	first, err := c.Factory(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl, ok := first.(io.Closer); ok {
+		cl.Close() // as a stopped session does
+	}
+	second, err := c.Factory(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// /bin/true is no PT: the dial fails, but for that reason, not
+	// because the PT client was closed.
+	if _, err := second.Dial(ctx, "127.0.0.1:9"); err == nil || errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Dial after the first session stopped: %v; want the PT's own failure", err)
+	}
+}

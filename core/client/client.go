@@ -86,9 +86,7 @@ func Dial(ctx context.Context, cfg Config) (*router.Session, invite.Endpoint, er
 	var built []transport.Transport
 	closeAll := func() {
 		for _, t := range built {
-			if c, ok := t.(io.Closer); ok {
-				c.Close()
-			}
+			transport.Close(t) //nolint:errcheck // nothing to do about it
 		}
 	}
 	for _, ie := range cfg.Endpoints {

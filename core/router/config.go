@@ -213,8 +213,10 @@ type Config struct {
 	// OnStop, if set, is called once when the session has stopped: at
 	// the end of Run, after every path's connection is closed and the
 	// session's goroutines have ended, or from Close if Run was never
-	// called. Whoever built the endpoints' transports closes them here.
-	// It must not call the session.
+	// called. It must not call the session. core/client closes the
+	// transports it built for the session's endpoints here. A gateway
+	// gives one Config to all its sessions: there it runs once per
+	// session, concurrently.
 	OnStop func()
 	// Logger receives debug events. If nil, nothing is logged.
 	Logger *slog.Logger

@@ -73,7 +73,7 @@ type Session struct {
 	done    chan struct{} // closed when the session ends
 	endOnce sync.Once
 	stopped sync.Once // runs cfg.OnStop
-	cause   error // set before done is closed
+	cause   error     // set before done is closed
 
 	sealer  *session.Sealer
 	opener  *session.Opener

@@ -13,7 +13,9 @@ import (
 type Params map[string]string
 
 // Factory builds the client side of a Transport from the parameters an
-// invite carries.
+// invite carries. The caller owns the result and releases it with Close;
+// a factory that shares one instance among callers hands out handles
+// whose release does not end it.
 type Factory func(p Params) (Transport, error)
 
 // ServerFactory builds the gateway side of a Transport from the parameters
@@ -61,10 +63,8 @@ func (r *Registry) NewServer(name string, p Params, dir string) (Transport, Para
 		return nil, nil, fmt.Errorf("transport %s: %w", name, err)
 	}
 	if err := CheckPublic(pub); err != nil {
-		if c, ok := t.(io.Closer); ok {
-			c.Close()
-		}
-		return nil, nil, fmt.Errorf("transport %s publishes parameters no invite should carry: %w", name, err)
+		Close(t) //nolint:errcheck // refused anyway
+		return nil, nil, fmt.Errorf("transport %s publishes what no invite should carry: %w", name, err)
 	}
 	return t, pub, nil
 }
@@ -79,23 +79,35 @@ const (
 // CheckPublic checks parameters a server published for its clients: at
 // most MaxPublicParams of them, keys of 1 to MaxPublicKey bytes and values
 // of at most MaxPublicValue, all printable ASCII (0x20 to 0x7e). They go
-// into invite lines that people copy, print and read out, within the
-// invite's length limit; an invite escapes what it carries, so this is
-// about what a person can handle, not about the invite's syntax.
+// into invite lines that people copy, print and read out; an invite
+// escapes what it carries, so this is about what a person can handle, not
+// about the invite's syntax. (The whole invite line has a length limit
+// of its own, which `commucat invite` checks.)
 func CheckPublic(p Params) error {
 	if len(p) > MaxPublicParams {
-		return fmt.Errorf("%d parameters, more than %d", len(p), MaxPublicParams)
+		return fmt.Errorf("transport: %d public parameters, more than %d", len(p), MaxPublicParams)
 	}
 	for k, v := range p {
 		switch {
 		case k == "" || len(k) > MaxPublicKey:
-			return fmt.Errorf("a key of %d bytes, want 1 to %d", len(k), MaxPublicKey)
+			return fmt.Errorf("transport: a public parameter's name of %d bytes, want 1 to %d", len(k), MaxPublicKey)
 		case len(v) > MaxPublicValue:
-			return fmt.Errorf("parameter %q has %d bytes, more than %d", k, len(v), MaxPublicValue)
+			return fmt.Errorf("transport: public parameter %q has %d bytes, more than %d", k, len(v), MaxPublicValue)
 		}
 		if i := strings.IndexFunc(k+v, NotPrintable); i >= 0 {
-			return fmt.Errorf("parameter %q has byte %#x, not printable ASCII", k, (k + v)[i])
+			return fmt.Errorf("transport: public parameter %q has byte %#x, not printable ASCII", k, (k + v)[i])
 		}
+	}
+	return nil
+}
+
+// Close closes t if it is an io.Closer, as transports that hold sockets,
+// connections or processes are; the others hold nothing to release. The
+// caller of a Factory or ServerFactory owns what it returns, and closes
+// it this way when done.
+func Close(t Transport) error {
+	if c, ok := t.(io.Closer); ok {
+		return c.Close()
 	}
 	return nil
 }

@@ -22,8 +22,8 @@ func TestCheckPublic(t *testing.T) {
 		{"space and punctuation", transport.Params{"k": " ;=&%~"}, ""},
 		{"longest", transport.Params{strings.Repeat("k", transport.MaxPublicKey): strings.Repeat("v", transport.MaxPublicValue)}, ""},
 		{"too many", many, "more than 16"},
-		{"empty key", transport.Params{"": "v"}, "key of 0 bytes"},
-		{"long key", transport.Params{strings.Repeat("k", transport.MaxPublicKey+1): "v"}, "key of 65 bytes"},
+		{"empty key", transport.Params{"": "v"}, "name of 0 bytes"},
+		{"long key", transport.Params{strings.Repeat("k", transport.MaxPublicKey+1): "v"}, "name of 65 bytes"},
 		{"long value", transport.Params{"k": strings.Repeat("v", transport.MaxPublicValue+1)}, "1025 bytes"},
 		{"line break", transport.Params{"k": "a\nb"}, "byte 0xa"},
 		{"carriage return", transport.Params{"k": "a\r"}, "byte 0xd"},
@@ -61,7 +61,7 @@ func TestNewServerChecksPublic(t *testing.T) {
 		return built, transport.Params{"k": "a\tb"}, nil
 	})
 	tr, pub, err := r.NewServer("odd", nil, t.TempDir())
-	if err == nil || !strings.Contains(err.Error(), "transport odd publishes parameters") {
+	if err == nil || !strings.Contains(err.Error(), "transport odd publishes what no invite should carry: transport: public parameter \"k\" has byte 0x9") {
 		t.Fatalf("NewServer = %v, %v, %v; want the transport refused", tr, pub, err)
 	}
 	if !built.closed {

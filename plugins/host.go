@@ -41,8 +41,6 @@ import (
 	"sync"
 	"time"
 
-	goplugin "github.com/hashicorp/go-plugin"
-
 	"github.com/commucat/commucat/core/transport"
 	"github.com/commucat/commucat/plugins/proto"
 )
@@ -150,16 +148,18 @@ func (c *HostConfig) Validate() error {
 }
 
 // checkEnv checks entries of an environment for plugins: each is
-// KEY=value, and none sets a variable of the plugin protocol. Its errors
-// never hold a value, which may be a secret.
+// KEY=value without a NUL byte, and none sets a variable of the plugin
+// protocol (section 1 of docs/PLUGINS.md): COMMUCAT_PLUGIN_* or
+// go-plugin's PLUGIN_*. Its errors never hold a value, which may be a
+// secret.
 func checkEnv(field string, env []string) error {
 	for i, kv := range env {
 		k, _, ok := strings.Cut(kv, "=")
 		switch {
-		case !ok || k == "" || strings.ContainsRune(k, 0):
+		case !ok || k == "" || strings.ContainsRune(kv, 0):
 			return fmt.Errorf("plugins: %s[%d] is not KEY=value", field, i)
-		case k == proto.ControlFDEnv || k == goplugin.EnvUnixSocketDir:
-			return fmt.Errorf("plugins: %s[%d] sets %s, which the plugin protocol sets", field, i, k)
+		case strings.HasPrefix(k, "COMMUCAT_PLUGIN_") || strings.HasPrefix(k, "PLUGIN_"):
+			return fmt.Errorf("plugins: %s[%d] sets %q, a variable of the plugin protocol", field, i, k)
 		}
 	}
 	return nil

@@ -49,8 +49,11 @@ func TestHostConfigValidate(t *testing.T) {
 		{"plugin env", HostConfig{Env: []string{"A=1"}, PluginEnv: map[string][]string{"quic": {"GOMAXPROCS=1", "EMPTY="}}}, ""},
 		{"bad plugin env", HostConfig{PluginEnv: map[string][]string{"quic": {"A=1", "=secret"}}}, "env.quic[1] is not KEY=value"},
 		{"plugin env name", HostConfig{PluginEnv: map[string][]string{"Q UIC": {"A=1"}}}, `env: "Q UIC" is not a plugin name`},
-		{"protocol variable", HostConfig{Env: []string{"COMMUCAT_PLUGIN_CONTROL_FD=4"}}, "env[0] sets COMMUCAT_PLUGIN_CONTROL_FD"},
-		{"protocol variable for one", HostConfig{PluginEnv: map[string][]string{"kcp": {"PLUGIN_UNIX_SOCKET_DIR=/tmp"}}}, "env.kcp[0] sets PLUGIN_UNIX_SOCKET_DIR"},
+		{"protocol variable", HostConfig{Env: []string{"COMMUCAT_PLUGIN_CONTROL_FD=4"}}, `env[0] sets "COMMUCAT_PLUGIN_CONTROL_FD"`},
+		{"protocol variable for one", HostConfig{PluginEnv: map[string][]string{"kcp": {"PLUGIN_UNIX_SOCKET_DIR=/tmp"}}}, `env.kcp[0] sets "PLUGIN_UNIX_SOCKET_DIR"`},
+		{"go-plugin variable", HostConfig{PluginEnv: map[string][]string{"kcp": {"PLUGIN_MULTIPLEX_GRPC=secret"}}}, `env.kcp[0] sets "PLUGIN_MULTIPLEX_GRPC", a variable of the plugin protocol`},
+		{"magic cookie", HostConfig{Env: []string{"COMMUCAT_PLUGIN_MAGIC_COOKIE=x"}}, `env[0] sets "COMMUCAT_PLUGIN_MAGIC_COOKIE"`},
+		{"NUL in a value", HostConfig{PluginEnv: map[string][]string{"kcp": {"A=x\x00secret"}}}, "env.kcp[0] is not KEY=value"},
 		{"negative", HostConfig{DialTimeout: -time.Second}, "dial_timeout"},
 	}
 	for _, tt := range tests {
@@ -58,6 +61,9 @@ func TestHostConfigValidate(t *testing.T) {
 			err := tt.cfg.Validate()
 			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 				t.Errorf("Validate() = %v, want an error with %q", err, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "secret") {
+				t.Errorf("Validate() = %v: shows a value", err)
 			}
 		})
 	}
@@ -264,27 +270,29 @@ func TestPluginEnv(t *testing.T) {
 		{"good", []string{"GOGC=200", "GOMAXPROCS=1", "COMMUCAT_TEST_SHARED=good"}},
 		{"hangdial", []string{"GOGC=200", "COMMUCAT_TEST_SHARED=env"}},
 	} {
-		pid := currentGen(t, h, tt.name).pid()
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		env := map[string]string{}
-		for kv := range strings.SplitSeq(strings.TrimSuffix(string(b), "\x00"), "\x00") {
-			k, v, _ := strings.Cut(kv, "=")
-			env[k] = v // the last one wins, as for the process
-		}
-		for _, kv := range tt.want {
-			k, v, _ := strings.Cut(kv, "=")
-			if env[k] != v {
-				t.Errorf("%s: %s=%q, want %q", tt.name, k, env[k], v)
+		t.Run(tt.name, func(t *testing.T) {
+			pid := currentGen(t, h, tt.name).pid()
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if _, ok := env["COMMUCAT_TEST_HOST_ONLY"]; ok {
-			t.Errorf("%s: the host's environment leaked in", tt.name)
-		}
-		if tt.name == "hangdial" && env["GOMAXPROCS"] != "" {
-			t.Errorf("hangdial got good's GOMAXPROCS")
-		}
+			env := map[string]string{}
+			for kv := range strings.SplitSeq(strings.TrimSuffix(string(b), "\x00"), "\x00") {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v // the last one wins, as for the process
+			}
+			for _, kv := range tt.want {
+				k, v, _ := strings.Cut(kv, "=")
+				if env[k] != v {
+					t.Errorf("%s: %s=%q, want %q", tt.name, k, env[k], v)
+				}
+			}
+			if _, ok := env["COMMUCAT_TEST_HOST_ONLY"]; ok {
+				t.Errorf("%s: the host's environment leaked in", tt.name)
+			}
+			if tt.name == "hangdial" && env["GOMAXPROCS"] != "" {
+				t.Errorf("hangdial got good's GOMAXPROCS")
+			}
+		})
 	}
 }

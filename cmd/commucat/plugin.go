@@ -36,25 +36,69 @@ type pluginSettings struct {
 	RingFlows int `yaml:"ring_flows,omitempty"`
 	// Env is plugins.HostConfig.PluginEnv: variables ("KEY=value") added
 	// to the environment of the plugin each key names.
-	Env map[string][]string `yaml:"env,omitempty"`
+	Env pluginEnv `yaml:"env,omitempty"`
+}
+
+// pluginEnv is env in pluginsFile: plugin names to lists of KEY=value.
+// Its decoding errors name the line, never a value, which may be a
+// secret (go.yaml.in/yaml's own quote the start of a value).
+type pluginEnv map[string][]string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (e *pluginEnv) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: env: want plugin names, each with a list of KEY=value", n.Line)
+	}
+	m := make(pluginEnv, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: env: want a plugin name", k.Line)
+		}
+		if _, dup := m[k.Value]; dup {
+			return fmt.Errorf("line %d: env: plugin %q given twice", k.Line, k.Value)
+		}
+		if v.Kind != yaml.SequenceNode {
+			return fmt.Errorf("line %d: env: plugin %q: want a list of KEY=value", v.Line, k.Value)
+		}
+		list := make([]string, 0, len(v.Content))
+		for j, item := range v.Content {
+			if item.Kind != yaml.ScalarNode {
+				return fmt.Errorf("line %d: env: plugin %q, entry %d: want KEY=value", item.Line, k.Value, j)
+			}
+			list = append(list, item.Value)
+		}
+		m[k.Value] = list
+	}
+	*e = m
+	return nil
 }
 
 // loadPluginSettings reads pluginsFile in dir; a missing file is empty
 // settings. Unknown fields are errors.
 func loadPluginSettings(dir string) (pluginSettings, error) {
-	var s pluginSettings
 	path := filepath.Join(dir, pluginsFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return s, nil
+		return pluginSettings{}, nil
 	}
 	if err != nil {
-		return s, err
+		return pluginSettings{}, err
 	}
+	s, err := parsePluginSettings(b)
+	if err != nil {
+		return s, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// parsePluginSettings decodes the content of pluginsFile.
+func parsePluginSettings(b []byte) (pluginSettings, error) {
+	var s pluginSettings
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
-		return s, fmt.Errorf("%s: %w", path, err)
+		return pluginSettings{}, err
 	}
 	return s, nil
 }
@@ -63,7 +107,7 @@ func loadPluginSettings(dir string) (pluginSettings, error) {
 func savePluginSettings(dir string, s pluginSettings) error {
 	b, err := yaml.Marshal(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", pluginsFile, err)
 	}
 	path := filepath.Join(dir, pluginsFile)
 	tmp := path + ".tmp"
@@ -80,15 +124,25 @@ func pluginHostConfig(dir string) (plugins.HostConfig, error) {
 	if err != nil {
 		return plugins.HostConfig{}, err
 	}
+	cfg, err := s.hostConfig(dir)
+	if err != nil {
+		return plugins.HostConfig{}, fmt.Errorf("%s: %w", filepath.Join(dir, pluginsFile), err)
+	}
+	return cfg, nil
+}
+
+// hostConfig is the plugin host's configuration from s for the state
+// directory dir, validated.
+func (s pluginSettings) hostConfig(dir string) (plugins.HostConfig, error) {
 	if s.RingFlows < -1 {
-		return plugins.HostConfig{}, fmt.Errorf("%s: ring_flows %d: want -1 (none), 0 (the default) or a number of connections", filepath.Join(dir, pluginsFile), s.RingFlows)
+		return plugins.HostConfig{}, fmt.Errorf("ring_flows %d: want -1 (none), 0 (the default) or a number of connections", s.RingFlows)
 	}
 	cfg := plugins.HostConfig{StateDir: dir, RequirePinned: s.RequirePinned, Pins: s.Pins, RingFlows: s.RingFlows, PluginEnv: s.Env}
 	if len(s.Dirs) > 0 {
 		cfg.Dirs = s.Dirs
 	}
 	if err := cfg.Validate(); err != nil {
-		return plugins.HostConfig{}, fmt.Errorf("%s: %w", filepath.Join(dir, pluginsFile), err)
+		return plugins.HostConfig{}, err
 	}
 	return cfg, nil
 }

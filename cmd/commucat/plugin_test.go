@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"go.yaml.in/yaml/v3"
 )
 
 // runPluginCmd runs `commucat plugin args...` and returns its output.
@@ -108,31 +110,43 @@ func TestPluginSettingsRingFlows(t *testing.T) {
 
 func TestPluginSettingsEnv(t *testing.T) {
 	for _, tt := range []struct {
+		name string
 		yaml string
 		want map[string][]string
 		err  string // in the error; empty: none
 	}{
-		{"", nil, ""},
-		{"env:\n  quic: [GOMAXPROCS=1]\n  kcp: [GOMAXPROCS=1, GOGC=200]\n",
+		{"none", "", nil, ""},
+		{"two plugins", "env:\n  quic: [GOMAXPROCS=1]\n  kcp: [GOMAXPROCS=1, GOGC=200]\n",
 			map[string][]string{"quic": {"GOMAXPROCS=1"}, "kcp": {"GOMAXPROCS=1", "GOGC=200"}}, ""},
-		{"env:\n  quic: [GOMAXPROCS]\n", nil, "env.quic[0] is not KEY=value"},
-		{"env:\n  Quic: [A=1]\n", nil, "not a plugin name"},
-		{"env:\n  quic: [COMMUCAT_PLUGIN_CONTROL_FD=5]\n", nil, "which the plugin protocol sets"},
-		{"env:\n  quic: GOMAXPROCS=1\n", nil, "cannot unmarshal"},
+		{"no equal sign", "env:\n  quic: [SECRET]\n", nil, "env.quic[0] is not KEY=value"},
+		{"bad name", "env:\n  Quic: [A=1]\n", nil, "not a plugin name"},
+		{"protocol variable", "env:\n  quic: [COMMUCAT_PLUGIN_CONTROL_FD=5]\n", nil, "a variable of the plugin protocol"},
+		{"not a list", "env:\n  quic: SECRET=hunter2\n", nil, `line 2: env: plugin "quic": want a list of KEY=value`},
+		{"short value", "env:\n  quic: A=pw\n", nil, "want a list of KEY=value"},
+		{"nested list", "env:\n  quic: [[SECRET=hunter2]]\n", nil, `line 2: env: plugin "quic", entry 0: want KEY=value`},
+		{"not a map", "env: [SECRET=hunter2]\n", nil, "line 1: env: want plugin names"},
+		{"twice", "env:\n  quic: [A=1]\n  quic: [SECRET=hunter2]\n", nil, `line 3: env: plugin "quic" given twice`},
 	} {
-		state := t.TempDir()
-		if err := os.WriteFile(filepath.Join(state, pluginsFile), []byte(tt.yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := pluginHostConfig(state)
-		switch {
-		case tt.err == "" && err != nil:
-			t.Errorf("%q: %v", tt.yaml, err)
-		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), pluginsFile)):
-			t.Errorf("%q: error %v; want one naming %s with %q", tt.yaml, err, pluginsFile, tt.err)
-		case tt.err == "" && !cmp.Equal(cfg.PluginEnv, tt.want):
-			t.Errorf("%q: PluginEnv %v; want %v", tt.yaml, cfg.PluginEnv, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			state := t.TempDir()
+			if err := os.WriteFile(filepath.Join(state, pluginsFile), []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := pluginHostConfig(state)
+			switch {
+			case tt.err == "" && err != nil:
+				t.Errorf("%q: %v", tt.yaml, err)
+			case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), pluginsFile)):
+				t.Errorf("%q: error %v; want one naming %s with %q", tt.yaml, err, pluginsFile, tt.err)
+			case tt.err == "" && !cmp.Equal(map[string][]string(cfg.PluginEnv), tt.want):
+				t.Errorf("%q: PluginEnv %v; want %v", tt.yaml, cfg.PluginEnv, tt.want)
+			}
+			for _, secret := range []string{"SECRET", "hunter2", "pw"} {
+				if err != nil && strings.Contains(err.Error(), secret) {
+					t.Errorf("%q: error %q shows a value", tt.yaml, err)
+				}
+			}
+		})
 	}
 }
 
@@ -146,9 +160,10 @@ func TestPluginSettingsStrict(t *testing.T) {
 	}
 }
 
-// FuzzPluginSettings reads any plugins.yaml: it is accepted or refused
-// with an error, never a panic, and what is accepted is a valid host
-// configuration.
+// FuzzPluginSettings decodes any plugins.yaml: it is accepted or refused
+// with an error, never a panic; what is accepted is a valid host
+// configuration, and decodes the same once encoded again, as
+// savePluginSettings (`commucat plugin pin`) rewrites the file.
 func FuzzPluginSettings(f *testing.F) {
 	for _, s := range []string{
 		"",
@@ -161,16 +176,23 @@ func FuzzPluginSettings(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		state := t.TempDir()
-		if err := os.WriteFile(filepath.Join(state, pluginsFile), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := pluginHostConfig(state)
+		s, err := parsePluginSettings(b)
 		if err != nil {
 			return
 		}
-		if err := cfg.Validate(); err != nil {
-			t.Fatalf("accepted a configuration that Validate refuses: %v", err)
+		if _, err := s.hostConfig("/state"); err != nil {
+			return
+		}
+		out, err := yaml.Marshal(s)
+		if err != nil {
+			t.Fatalf("encoding accepted settings: %v", err)
+		}
+		back, err := parsePluginSettings(out)
+		if err != nil {
+			t.Fatalf("decoding %q, as encoded from %q: %v", out, b, err)
+		}
+		if diff := cmp.Diff(s, back, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("encoded and decoded again (-first +again):\n%s", diff)
 		}
 	})
 }

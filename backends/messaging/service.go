@@ -170,11 +170,18 @@ func New(st Store, iss Issuer, cfg Config, log *slog.Logger) *Service {
 // SHA-256 of the code's bytes.
 func HashCode(code string) [32]byte { return sha256.Sum256([]byte(code)) }
 
+// codeBytes is the size of a registration code's secret, and CodeLen the
+// length of the code NewCode returns (base64url without padding).
+const (
+	codeBytes = 16
+	CodeLen   = (codeBytes*8 + 5) / 6
+)
+
 // NewCode creates a single-use registration code of 128 random bits
 // (base64url, 22 characters), valid for Config.CodeTTL, and stores only its
 // hash. The code is a secret: hand it to one user and do not log it.
 func (s *Service) NewCode(ctx context.Context) (code string, expires time.Time, err error) {
-	var raw [16]byte
+	var raw [codeBytes]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", time.Time{}, fmt.Errorf("messaging: new code: %w", err)
 	}

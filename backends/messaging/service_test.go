@@ -77,6 +77,9 @@ func (g *gateway) user(name string) [32]byte {
 	if err != nil {
 		g.t.Fatalf("NewCode: %v", err)
 	}
+	if len(code) != messaging.CodeLen {
+		g.t.Fatalf("NewCode gave %d characters; CodeLen is %d", len(code), messaging.CodeLen)
+	}
 	var key [32]byte
 	rand.Read(key[:])
 	if _, err := g.svc.Register(ctx, messaging.RegisterRequest{Code: code, Name: name}, key); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/commucat/commucat/backends/messaging"
@@ -50,31 +51,30 @@ contains a secret: hand it over privately.`,
 			if err != nil {
 				return err
 			}
+			in := invite.Invite{
+				Gateway:   keys.static.Public(),
+				Signing:   keys.signing.Public(),
+				Padding:   keys.padding.String(),
+				Endpoints: eps,
+				// A stand-in of a code's length, so that no code is made
+				// for an invite that is refused.
+				Code:    strings.Repeat("x", messaging.CodeLen),
+				Expires: time.Now().Add(cfg.Registration.CodeTTL.D()),
+			}
+			if _, err := invite.Parse(in.String()); err != nil {
+				return fmt.Errorf("the invite for %s is not one a client can read (%w); drop endpoints or transports from the gateway's configuration", dir, err)
+			}
 			st, err := openGatewayStore(dir)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
 			svc := messaging.New(st, nil, messagingConfig(cfg), nil)
-			code, expires, err := svc.NewCode(cmd.Context())
-			if err != nil {
+			if in.Code, in.Expires, err = svc.NewCode(cmd.Context()); err != nil {
 				return err
 			}
-			in := invite.Invite{
-				Gateway:   keys.static.Public(),
-				Signing:   keys.signing.Public(),
-				Padding:   keys.padding.String(),
-				Endpoints: eps,
-				Code:      code,
-				Expires:   expires,
-			}
-			line := in.String()
-			if _, err := invite.Parse(line); err != nil {
-				// Parse's errors never hold the code.
-				return fmt.Errorf("the invite for %s is not one a client can read (%w); drop endpoints or transports from the gateway's configuration", dir, err)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), line)
-			fmt.Fprintf(cmd.ErrOrStderr(), "single use, valid until %s; hand it over privately\n", expires.UTC().Format(time.RFC3339))
+			fmt.Fprintln(cmd.OutOrStdout(), in.String())
+			fmt.Fprintf(cmd.ErrOrStderr(), "single use, valid until %s; hand it over privately\n", in.Expires.UTC().Format(time.RFC3339))
 			return nil
 		},
 	}

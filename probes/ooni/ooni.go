@@ -493,7 +493,11 @@ func scrubMACs(s string) string {
 	var b strings.Builder
 	last := 0
 	for _, m := range idx {
-		if chained(v, m[0], m[1]) {
+		// Two hex digits after a '%' that stands for "%25" end a doubly
+		// encoded escape ("%253D00%253A1a…"), and are not glued to it.
+		i := m[0]
+		escaped := i >= 3 && v[i-3] == '%' && strings.EqualFold(s[off(i-3):off(i-2)], "%25")
+		if chained(v, i, m[1], escaped) {
 			continue
 		}
 		b.WriteString(s[last:off(m[0])])
@@ -506,12 +510,10 @@ func scrubMACs(s string) string {
 
 // chained reports whether v[i:j], in decodeAddrEscapes's view, continues
 // a run of hex joined by ':' or '-' on either side, or is glued to more
-// hex. Hex that ends an escape is not glued: in that view "%3D00:1a:…"
-// is "%00:1a:…", and the doubly encoded "%253D00%253A1a…" is
-// "%3D00:1a…".
-func chained(v string, i, j int) bool {
+// hex, but for the two hex digits before i if escaped says they end an
+// escape. (In that view "%3D00:1a:…" is already "%00:1a:…".)
+func chained(v string, i, j int, escaped bool) bool {
 	sep := func(c byte) bool { return c == ':' || c == '-' }
-	escaped := i >= 3 && v[i-3] == '%'
 	switch {
 	case i > 0 && isHex(v[i-1]) && !escaped, j < len(v) && isHex(v[j]):
 		return true

@@ -59,10 +59,12 @@ race: ## run the test suite with the race detector
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 .PHONY: lint
-lint: ## gofmt, go vet and staticcheck
+lint: ## gofmt, go vet, staticcheck, and the Windows and macOS builds of commucat
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+	GOOS=windows $(GO) build -o /dev/null ./cmd/commucat
+	GOOS=darwin $(GO) build -o /dev/null ./cmd/commucat
 
 .PHONY: bench
 bench: build ## run every benchmark, then commucat bench (results: docs/BENCHMARKS.md)

@@ -114,7 +114,7 @@ type HostConfig struct {
 // Validate checks c.
 func (c *HostConfig) Validate() error {
 	for name, pin := range c.Pins {
-		if !validName(name) {
+		if !ValidName(name) {
 			return fmt.Errorf("plugins: pins: %q is not a plugin name", name)
 		}
 		if !isHexSHA256(pin) {
@@ -125,8 +125,9 @@ func (c *HostConfig) Validate() error {
 		return err
 	}
 	for name, env := range c.PluginEnv {
-		if !validName(name) {
-			return fmt.Errorf("plugins: env: %q is not a plugin name", name)
+		if !ValidName(name) {
+			// Not quoted: a misplaced KEY=value may be a secret.
+			return errors.New("plugins: env: a key is not a plugin name")
 		}
 		if err := checkEnv("env."+name, env); err != nil {
 			return err
@@ -612,9 +613,9 @@ var nameChars = func() (ok [256]bool) {
 	return ok
 }()
 
-// validName reports whether s is a plugin name: 1 to 63 lowercase
+// ValidName reports whether s is a plugin name: 1 to 63 lowercase
 // letters, digits and '-', not starting with '-'.
-func validName(s string) bool {
+func ValidName(s string) bool {
 	if len(s) == 0 || len(s) > 63 || s[0] == '-' {
 		return false
 	}
@@ -642,5 +643,5 @@ func isHexSHA256(s string) bool {
 // nameOf returns the transport name in a plugin binary's file name.
 func nameOf(file string) (string, bool) {
 	name, ok := strings.CutPrefix(file, proto.BinaryPrefix)
-	return name, ok && validName(name)
+	return name, ok && ValidName(name)
 }

@@ -41,38 +41,62 @@ type pluginSettings struct {
 
 // pluginEnv is env in pluginsFile: plugin names to lists of KEY=value.
 // Its decoding errors name the line, never a value, which may be a
-// secret (go.yaml.in/yaml's own quote the start of a value).
+// secret (go.yaml.in/yaml's own quote the start of a value); a key is
+// quoted only if it is a plugin name. Aliases are followed, and a null
+// list is empty.
 type pluginEnv map[string][]string
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (e *pluginEnv) UnmarshalYAML(n *yaml.Node) error {
+	n = unalias(n)
+	if isNull(n) {
+		*e = nil
+		return nil
+	}
 	if n.Kind != yaml.MappingNode {
 		return fmt.Errorf("line %d: env: want plugin names, each with a list of KEY=value", n.Line)
 	}
 	m := make(pluginEnv, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode {
-			return fmt.Errorf("line %d: env: want a plugin name", k.Line)
+		k, v := unalias(n.Content[i]), unalias(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode || k.Tag == "!!merge" || !plugins.ValidName(k.Value) {
+			return fmt.Errorf("line %d: env: a key that is not a plugin name", k.Line)
 		}
 		if _, dup := m[k.Value]; dup {
 			return fmt.Errorf("line %d: env: plugin %q given twice", k.Line, k.Value)
 		}
-		if v.Kind != yaml.SequenceNode {
-			return fmt.Errorf("line %d: env: plugin %q: want a list of KEY=value", v.Line, k.Value)
-		}
-		list := make([]string, 0, len(v.Content))
-		for j, item := range v.Content {
-			if item.Kind != yaml.ScalarNode {
-				return fmt.Errorf("line %d: env: plugin %q, entry %d: want KEY=value", item.Line, k.Value, j)
+		var list []string
+		switch {
+		case isNull(v):
+		case v.Kind == yaml.SequenceNode:
+			list = make([]string, 0, len(v.Content))
+			for j, item := range v.Content {
+				var kv string
+				item = unalias(item)
+				if item.Kind != yaml.ScalarNode || item.Decode(&kv) != nil {
+					return fmt.Errorf("line %d: env: plugin %q, entry %d: want KEY=value", item.Line, k.Value, j)
+				}
+				list = append(list, kv)
 			}
-			list = append(list, item.Value)
+		default:
+			return fmt.Errorf("line %d: env: plugin %q: want a list of KEY=value", v.Line, k.Value)
 		}
 		m[k.Value] = list
 	}
 	*e = m
 	return nil
 }
+
+// unalias follows n's aliases to the node they name.
+func unalias(n *yaml.Node) *yaml.Node {
+	for i := 0; i < 16 && n.Kind == yaml.AliasNode && n.Alias != nil; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// isNull reports whether n is YAML's null ("~", "null" or nothing).
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
 
 // loadPluginSettings reads pluginsFile in dir; a missing file is empty
 // settings. Unknown fields are errors.
@@ -105,11 +129,11 @@ func parsePluginSettings(b []byte) (pluginSettings, error) {
 
 // savePluginSettings writes pluginsFile in dir (mode 0600), atomically.
 func savePluginSettings(dir string, s pluginSettings) error {
+	path := filepath.Join(dir, pluginsFile)
 	b, err := yaml.Marshal(s)
 	if err != nil {
-		return fmt.Errorf("%s: %w", pluginsFile, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	path := filepath.Join(dir, pluginsFile)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err

@@ -119,13 +119,21 @@ func TestPluginSettingsEnv(t *testing.T) {
 		{"two plugins", "env:\n  quic: [GOMAXPROCS=1]\n  kcp: [GOMAXPROCS=1, GOGC=200]\n",
 			map[string][]string{"quic": {"GOMAXPROCS=1"}, "kcp": {"GOMAXPROCS=1", "GOGC=200"}}, ""},
 		{"no equal sign", "env:\n  quic: [SECRET]\n", nil, "env.quic[0] is not KEY=value"},
-		{"bad name", "env:\n  Quic: [A=1]\n", nil, "not a plugin name"},
+		{"bad name", "env:\n  Quic: [A=1]\n", nil, "line 2: env: a key that is not a plugin name"},
 		{"protocol variable", "env:\n  quic: [COMMUCAT_PLUGIN_CONTROL_FD=5]\n", nil, "a variable of the plugin protocol"},
 		{"not a list", "env:\n  quic: SECRET=hunter2\n", nil, `line 2: env: plugin "quic": want a list of KEY=value`},
 		{"short value", "env:\n  quic: A=pw\n", nil, "want a list of KEY=value"},
 		{"nested list", "env:\n  quic: [[SECRET=hunter2]]\n", nil, `line 2: env: plugin "quic", entry 0: want KEY=value`},
 		{"not a map", "env: [SECRET=hunter2]\n", nil, "line 1: env: want plugin names"},
 		{"twice", "env:\n  quic: [A=1]\n  quic: [SECRET=hunter2]\n", nil, `line 3: env: plugin "quic" given twice`},
+		{"shared list", "env:\n  quic: &l [GOMAXPROCS=1]\n  kcp: *l\n", map[string][]string{"quic": {"GOMAXPROCS=1"}, "kcp": {"GOMAXPROCS=1"}}, ""},
+		{"shared entry", "env:\n  quic: [&v GOGC=200]\n  kcp: [*v]\n", map[string][]string{"quic": {"GOGC=200"}, "kcp": {"GOGC=200"}}, ""},
+		{"null list", "env:\n  quic: ~\n  kcp: []\n", map[string][]string{"quic": nil, "kcp": {}}, ""},
+		{"null env", "env: ~\n", nil, ""},
+		{"binary entry", "env:\n  quic: [!!binary QT0x]\n", map[string][]string{"quic": {"A=1"}}, ""},
+		{"merge key", "env:\n  <<: {quic: [SECRET=hunter2]}\n", nil, "line 2: env: a key that is not a plugin name"},
+		{"secret as a key", "env:\n  quic: [A=1]\n  SECRET=hunter2: []\n", nil, "line 3: env: a key that is not a plugin name"},
+		{"secret as a key alone", "env: {SECRET=hunter2}\n", nil, "line 1: env: a key that is not a plugin name"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			state := t.TempDir()
@@ -138,7 +146,7 @@ func TestPluginSettingsEnv(t *testing.T) {
 				t.Errorf("%q: %v", tt.yaml, err)
 			case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), pluginsFile)):
 				t.Errorf("%q: error %v; want one naming %s with %q", tt.yaml, err, pluginsFile, tt.err)
-			case tt.err == "" && !cmp.Equal(map[string][]string(cfg.PluginEnv), tt.want):
+			case tt.err == "" && !cmp.Equal(cfg.PluginEnv, tt.want, cmpopts.EquateEmpty()):
 				t.Errorf("%q: PluginEnv %v; want %v", tt.yaml, cfg.PluginEnv, tt.want)
 			}
 			for _, secret := range []string{"SECRET", "hunter2", "pw"} {

@@ -109,7 +109,7 @@ func (c *ptClients) Factory(p transport.Params) (transport.Transport, error) {
 	keys := slices.Sorted(maps.Keys(p))
 	var id strings.Builder
 	for _, k := range keys {
-		fmt.Fprintf(&id, "%s=%s;", k, p[k])
+		fmt.Fprintf(&id, "%q=%q;", k, p[k]) // quoted: a value may hold ';' or '='
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -129,6 +129,11 @@ func (c *ptClients) Factory(p transport.Params) (transport.Transport, error) {
 // session that stops (core/client closes the transports it was given) to
 // end the PT under the next one.
 type sharedPT struct{ c *pt.Client }
+
+var (
+	_ transport.Transport = sharedPT{}
+	_ slog.LogValuer      = sharedPT{}
+)
 
 func (s sharedPT) Name() string { return s.c.Name() }
 

@@ -52,9 +52,7 @@ func TestPTServerExtORPort(t *testing.T) {
 			t.Errorf("ext_orport %q: cookie file present %v, want %v (%v)", tt.ext, got, tt.cookie, err)
 		}
 		ln.Close()
-		if c, ok := srv.(io.Closer); ok {
-			c.Close()
-		}
+		transport.Close(srv) //nolint:errcheck // the test is over
 	}
 }
 
@@ -73,9 +71,10 @@ func TestPTClientShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cl, ok := first.(io.Closer); ok {
-		cl.Close() // as a stopped session does
+	if _, ok := first.(io.Closer); ok {
+		t.Error("the PT handle has a Close that would stop the PT under other sessions")
 	}
+	transport.Close(first) //nolint:errcheck // as a stopped session does
 	second, err := c.Factory(p)
 	if err != nil {
 		t.Fatal(err)
@@ -86,5 +85,27 @@ func TestPTClientShared(t *testing.T) {
 	// because the PT client was closed.
 	if _, err := second.Dial(ctx, "127.0.0.1:9"); err == nil || errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Dial after the first session stopped: %v; want the PT's own failure", err)
+	}
+}
+
+// TestPTClientKey: endpoints whose parameters differ get PT processes of
+// their own, even where a value holds the ';' and '=' that join them.
+func TestPTClientKey(t *testing.T) {
+	c, err := newPTClients([]string{"obfs4=/bin/true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, p := range []transport.Params{
+		{"method": "obfs4", "cert": "X", "iat-mode": "0"},
+		{"method": "obfs4", "cert": "X;iat-mode=0"},
+		{"method": "obfs4", "cert": "X", "iat-mode": "0"}, // the first again
+	} {
+		if _, err := c.Factory(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(c.running); n != 2 {
+		t.Errorf("%d PT clients for two endpoints, one of them given twice; want 2", n)
 	}
 }

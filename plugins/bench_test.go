@@ -103,9 +103,7 @@ func camouflageSides(b *testing.B, only ...string) map[string][]side {
 				client, server = serverAndClientOver(b, r.creg, r.sreg, c.name, nil)
 			}
 			for _, t := range []transport.Transport{client, server} {
-				if c, ok := t.(io.Closer); ok {
-					b.Cleanup(func() { c.Close() })
-				}
+				b.Cleanup(func() { transport.Close(t) })
 			}
 			sides[c.name] = append(sides[c.name], side{r.name, client, server})
 		}

@@ -108,9 +108,7 @@ func servePeer(name, plugins string, ready func(addr string, pub transport.Param
 	if err != nil {
 		return fmt.Errorf("NewServer(%s): %w", name, err)
 	}
-	if c, ok := server.(io.Closer); ok {
-		defer c.Close()
-	}
+	defer transport.Close(server) //nolint:errcheck // the peer is done
 	ln, err := server.Listen(ctx, "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -303,9 +301,7 @@ func benchLink(b *testing.B, bench func(b *testing.B, client transport.Transport
 				if err != nil {
 					b.Fatal(err)
 				}
-				if cl, ok := client.(io.Closer); ok {
-					b.Cleanup(func() { cl.Close() })
-				}
+				b.Cleanup(func() { transport.Close(client) })
 				b.Run(side.name, func(b *testing.B) { bench(b, client, addr) })
 			}
 		})

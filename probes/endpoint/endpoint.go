@@ -209,6 +209,7 @@ func (p *Probe) Run(ctx context.Context, env *probes.Env) probes.Result {
 		k.Fail(FailureBadEndpoint, ooni.OpTransportDial)
 		return done(probes.Result{Keys: k, Details: err.Error()})
 	}
+	defer transport.Close(t) //nolint:errcheck // the probe is over
 	addr, err := env.Await(ctx, network, ep.Addr)
 	if err != nil {
 		k.TestKeys = tr.Keys()

@@ -496,7 +496,8 @@ func scrubMACs(s string) string {
 		// Two hex digits after a '%' that stands for "%25" end a doubly
 		// encoded escape ("%253D00%253A1a…"), and are not glued to it.
 		i := m[0]
-		escaped := i >= 3 && v[i-3] == '%' && strings.EqualFold(s[off(i-3):off(i-2)], "%25")
+		escaped := i >= 3 && v[i-3] == '%' && isHex(v[i-2]) && isHex(v[i-1]) &&
+			strings.EqualFold(s[off(i-3):off(i-2)], "%25")
 		if chained(v, i, m[1], escaped) {
 			continue
 		}

@@ -68,6 +68,8 @@ lint: ## gofmt, go vet, staticcheck, and the Windows and macOS builds of commuca
 
 .PHONY: bench
 bench: build ## run every benchmark, then commucat bench (results: docs/BENCHMARKS.md)
+	@f=/sys/module/haltpoll/parameters/guest_halt_poll_ns; if [ "$$(cat $$f 2>/dev/null)" = 0 ]; then \
+		echo "note: idle vCPUs halt at once here ($$f is 0): round trips include waking them (docs/BENCHMARKS.md)"; fi
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PKGS)
 	$(GO) test -count=1 -run='Sweep|FailoverTime' -v ./core/router -args -sweep
 	./$(BIN)/commucat bench --plugins $(BIN)/plugins

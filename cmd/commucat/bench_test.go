@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,9 +34,7 @@ func TestBenchFlags(t *testing.T) {
 func TestBenchPlugins(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "commucat-transport-tcp")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/commucat/commucat/cmd/commucat-transport-tcp").CombinedOutput(); err != nil {
-		t.Fatalf("build plugin: %v\n%s", err, out)
-	}
+	goBuild(t, bin, "github.com/commucat/commucat/cmd/commucat-transport-tcp")
 	run := func(plugins string) (string, error) {
 		return runRoot("bench", "--transport", "tcp", "--bytes", "1048576", "--setups", "2", "--repeat", "1", "--plugins", plugins)
 	}

@@ -298,9 +298,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	obfs4proxy = filepath.Join(filepath.Dir(bin), "obfs4proxy")
-	if out, err := exec.Command("go", "build", "-o", obfs4proxy, "gitlab.com/yawning/obfs4.git/obfs4proxy").CombinedOutput(); err != nil {
-		t.Fatalf("build obfs4proxy: %v\n%s", err, out)
-	}
+	goBuild(t, obfs4proxy, "gitlab.com/yawning/obfs4.git/obfs4proxy")
 	tmp := t.TempDir()
 	gwDir, aliceDir, bobDir := filepath.Join(tmp, "gw"), filepath.Join(tmp, "alice"), filepath.Join(tmp, "bob")
 	// The example third-party plugin, built from its own module and

@@ -3,9 +3,18 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
+
+// goBuild builds the Go package pkg into the executable out.
+func goBuild(t *testing.T, out, pkg string) {
+	t.Helper()
+	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+}
 
 // runRoot runs the commucat command with args and returns what it printed
 // (standard output and error together) and its error.

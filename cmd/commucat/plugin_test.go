@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,10 +24,7 @@ func TestPluginListAndPin(t *testing.T) {
 	}
 	dir := filepath.Join(state, "plugins")
 	bin := filepath.Join(dir, "commucat-transport-tcp")
-	build := exec.Command("go", "build", "-o", bin, "github.com/commucat/commucat/cmd/commucat-transport-tcp")
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
+	goBuild(t, bin, "github.com/commucat/commucat/cmd/commucat-transport-tcp")
 	// Only the state directory's folder, not bin/plugins beside the test.
 	if err := savePluginSettings(state, pluginSettings{Dirs: []string{dir}}); err != nil {
 		t.Fatal(err)

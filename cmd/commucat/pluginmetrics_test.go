@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -27,10 +26,7 @@ import (
 // "good" into dir.
 func buildGoodPlugin(t *testing.T, dir string) {
 	t.Helper()
-	bin := filepath.Join(dir, "commucat-transport-good")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/commucat/commucat/plugins/plugintest/cmd/faulty").CombinedOutput(); err != nil {
-		t.Fatalf("build plugin: %v\n%s", err, out)
-	}
+	goBuild(t, filepath.Join(dir, "commucat-transport-good"), "github.com/commucat/commucat/plugins/plugintest/cmd/faulty")
 }
 
 // TestPluginMetrics runs a gateway whose endpoint is a plugin and reads

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,9 +24,7 @@ func TestPTServerExtORPort(t *testing.T) {
 		t.Skip("builds obfs4proxy; skipped with -short")
 	}
 	bin := filepath.Join(t.TempDir(), "obfs4proxy")
-	if out, err := exec.Command("go", "build", "-o", bin, "gitlab.com/yawning/obfs4.git/obfs4proxy").CombinedOutput(); err != nil {
-		t.Fatalf("build obfs4proxy: %v\n%s", err, out)
-	}
+	goBuild(t, bin, "gitlab.com/yawning/obfs4.git/obfs4proxy")
 	for _, tt := range []struct {
 		ext    string
 		cookie bool

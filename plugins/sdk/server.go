@@ -790,3 +790,6 @@ func (s *server) Stats(context.Context, *proto.StatsRequest) (*proto.StatsRespon
 	r.DatagramsFromHost = s.st.dgramsFromHost.Load()
 	return r, nil
 }
+
+// closeFD closes a descriptor received from the host.
+func closeFD(fd int) { os.NewFile(uintptr(fd), "").Close() }

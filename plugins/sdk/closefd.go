@@ -1,8 +1,0 @@
-//go:build !windows
-
-package sdk
-
-import "syscall"
-
-// closeFD closes a descriptor received from the host.
-func closeFD(fd int) { syscall.Close(fd) }

@@ -414,9 +414,18 @@ func (h *Host) checkPin(f Info) (bool, error) {
 	case ok:
 		return false, fmt.Errorf("%w: pinned %s, found %s", ErrPinMismatch, strings.ToLower(pin), f.SHA256)
 	case h.cfg.RequirePinned:
-		return false, fmt.Errorf("%w (require_pinned is set); pin it with: commucat plugin pin %s", ErrNotPinned, f.Name)
+		return false, fmt.Errorf("%w (require_pinned is set); pin it with: %s", ErrNotPinned, h.pinHint(f.Name))
 	}
 	return false, nil
+}
+
+// pinHint is the command that pins the plugin name in this host's state
+// directory.
+func (h *Host) pinHint(name string) string {
+	if h.cfg.StateDir == "" {
+		return "commucat plugin pin " + name
+	}
+	return fmt.Sprintf("commucat plugin pin %s --state %s", name, h.cfg.StateDir)
 }
 
 // Register registers the transport of every usable plugin with r under

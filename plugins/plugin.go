@@ -101,6 +101,13 @@ func (p *plugin) setFatal(err error) {
 	p.notifyLocked()
 }
 
+// fatalErr returns why the plugin will not run again, or nil.
+func (p *plugin) fatalErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fatal
+}
+
 // running returns the running generation, or nil if there is none now.
 func (p *plugin) running() *generation {
 	p.mu.Lock()
@@ -322,7 +329,7 @@ func (p *plugin) startErr(err error) error {
 	name := p.info.Name
 	switch {
 	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
-		return permanent(fmt.Errorf("plugins: %s: %w (the binary changed since discovery)", name, ErrPinMismatch))
+		return permanent(fmt.Errorf("%w: %s changed since it was discovered; check it, pin it again (%s) and restart", ErrPinMismatch, name, p.h.pinHint(name)))
 	case versionRE.MatchString(err.Error()):
 		v, _ := strconv.Atoi(versionRE.FindStringSubmatch(err.Error())[1])
 		return permanent(&VersionError{Name: name, Plugin: v, Host: proto.ProtocolVersion, HostMin: proto.MinProtocolVersion})

@@ -369,7 +369,9 @@ type listener struct {
 }
 
 // Accept waits for the next connection. If the plugin restarts meanwhile,
-// Accept listens again in the new process and goes on waiting.
+// Accept listens again in the new process and goes on waiting; once the
+// plugin will not run again (refused at a restart), Accept fails with an
+// error wrapping transport.ErrClosed.
 func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 	name := l.t.p.info.Name
 	if err := ctx.Err(); err != nil {
@@ -398,6 +400,10 @@ func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 			err = ctxErr(name, "accept", ctx)
 		case errors.Is(err, errGenDied):
 			continue // listen again in the restarted plugin
+		case l.t.p.fatalErr() != nil && !errors.Is(err, transport.ErrClosed):
+			// The plugin will not run again (refused at a restart, or
+			// the host closed): this listener is over for good.
+			err = fmt.Errorf("plugins: %s listener on %s: %w: %w", name, l.addr.address, transport.ErrClosed, err)
 		}
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/commucat/commucat/backends/messaging"
 	"github.com/commucat/commucat/backends/store"
+	"github.com/commucat/commucat/core/client"
 	"github.com/commucat/commucat/core/handshake"
 	"github.com/commucat/commucat/core/invite"
 	"github.com/commucat/commucat/core/router"
@@ -327,7 +328,11 @@ func listenLoop(ctx context.Context, cs *clientState, f *clientFlags, log *slog.
 			return nil
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		log.Warn("connection lost; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		msg := "connection lost; reconnecting"
+		if errors.Is(err, client.ErrNoEndpoint) {
+			msg = "cannot connect; retrying"
+		}
+		log.Warn(msg, "err", err, "in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil

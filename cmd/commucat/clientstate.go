@@ -67,17 +67,17 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.state, "state", "", "the device's state directory (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/client)")
-	fl.StringVar(&f.transport, "transport", "", "use only this transport (default: the first that works, in the invite's order)")
+	fl.StringVar(&f.transport, "transport", "", "use only this transport (default: every transport of the invite at once, keeping the best paths)")
 	fl.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up connecting after this long")
-	fl.StringSliceVar(&f.pt, "pt", nil, "Tor pluggable-transport binary for a \"pt\" endpoint, as METHOD=BINARY (repeatable)")
+	fl.StringSliceVar(&f.pt, "pt", nil, "Tor pluggable-transport binary for a \"pt\" endpoint, as METHOD=BINARY (repeatable; give it to every command that connects)")
 	fl.BoolVar(&f.noProbe, "no-probe", false, "do not probe the gateway's transports while connecting")
 	fl.BoolVar(&f.shareProbes, "share-probes", false, "send the transport probes' verdicts to the gateway, which answers with the transport order that works best on this network")
 	fl.StringVar(&f.scheduler, "scheduler", "auto", "how frames are placed on paths: auto (by frame class), best, redundant or spread")
 	fl.StringVar(&f.fec, "fec", "auto", "Reed-Solomon parity: auto (when loss shows), off or always")
 	fl.IntVar(&f.maxPaths, "max-paths", 3, "connections to keep open at once (some censors cap them per client)")
 	fl.BoolVar(&f.noDatagrams, "no-datagrams", false, "keep media on the paths' streams even where QUIC or KCP carry datagrams")
-	fl.StringVar(&f.hello, "fingerprint", "", "TLS ClientHello for reality and websocket: a preset (chrome, firefox, ...) or a file saved by `commucat fingerprint capture`")
+	fl.StringVar(&f.hello, "fingerprint", "", "TLS ClientHello for reality and websocket: a preset (chrome, firefox, ...) or a file saved by commucat fingerprint capture")
 }
 
 // close stops what the flags started (Tor PT processes).

@@ -172,23 +172,23 @@ func (s pluginSettings) hostConfig(dir string) (plugins.HostConfig, error) {
 }
 
 // newPluginHost returns a plugin host for the state directory dir, its
-// plugins discovered and started; the caller registers them
-// (Host.Register) and closes the host.
-func newPluginHost(dir string, only []string, log *slog.Logger) (*plugins.Host, []plugins.Info, error) {
+// plugins discovered and started, and the folders searched; the caller
+// registers them (Host.Register) and closes the host.
+func newPluginHost(dir string, only []string, log *slog.Logger) (*plugins.Host, []plugins.Info, []string, error) {
 	cfg, err := pluginHostConfig(dir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cfg.Only = only
 	h, err := plugins.NewHost(cfg, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	infos, err := h.Discover()
 	if err != nil {
 		log.Warn("plugin discovery", "error", err)
 	}
-	return h, infos, nil
+	return h, infos, pluginDirs(cfg), nil
 }
 
 func newPluginCmd() *cobra.Command {
@@ -213,30 +213,35 @@ func newPluginListCmd() *cobra.Command {
 for its name, version and capabilities, then stopped.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := stateDir(state, "gateway")
+			dir, err := anyStateDir(state, "gateway")
 			if err != nil {
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			h, infos, err := newPluginHost(dir, nil, log)
+			h, infos, dirs, err := newPluginHost(dir, nil, log)
 			if err != nil {
 				return err
 			}
 			defer h.Close()
 			if len(infos) == 0 {
-				cfg, _ := pluginHostConfig(dir)
-				fmt.Fprintf(cmd.OutOrStdout(), "no plugins found in %v\n", pluginDirs(cfg))
+				fmt.Fprintf(cmd.OutOrStdout(), "no plugins found in %v\n", dirs)
 				return nil
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tVERSION\tCAPABILITIES\tPINNED\tSHA256\tPATH\tSTATUS")
 			for _, in := range infos {
-				status := "ok"
-				if in.Err != nil {
+				status, pinned := "ok", yesNo(in.Pinned)
+				switch {
+				case in.Err != nil:
 					status = "refused: " + in.Err.Error()
+				case isBuiltin(in.Name):
+					status = "ok, not used: the built-in " + in.Name + " is"
+				}
+				if errors.Is(in.Err, plugins.ErrPinMismatch) {
+					pinned = "mismatch"
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, orDash(in.Version), orDash(in.Capabilities.String()),
-					yesNo(in.Pinned), orDash(in.SHA256), in.Path, status)
+					pinned, orDash(in.SHA256), in.Path, status)
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -244,7 +249,7 @@ for its name, version and capabilities, then stopped.`,
 			return h.Close()
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "state directory (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/gateway)")
+	cmd.Flags().StringVar(&state, "state", "", "state directory, a gateway's or a client's (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/gateway)")
 	return cmd
 }
 
@@ -259,7 +264,7 @@ require_pinned: true in plugins.yaml, unpinned plugins are refused.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			dir, err := stateDir(state, "gateway")
+			dir, err := anyStateDir(state, "gateway")
 			if err != nil {
 				return err
 			}
@@ -304,7 +309,7 @@ require_pinned: true in plugins.yaml, unpinned plugins are refused.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "state directory (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/gateway)")
+	cmd.Flags().StringVar(&state, "state", "", "state directory, a gateway's or a client's (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/gateway)")
 	return cmd
 }
 

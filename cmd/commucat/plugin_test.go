@@ -1,11 +1,16 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/commucat/commucat/core/transport"
+	"github.com/commucat/commucat/plugins"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.yaml.in/yaml/v3"
@@ -72,7 +77,7 @@ func TestPluginListAndPin(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = runPluginCmd(t, "list", "--state", state)
-	if err != nil || !strings.Contains(out, "refused: plugins: binary does not match its pin") {
+	if err != nil || !strings.Contains(out, "refused: plugins: binary does not match its pin") || !strings.Contains(out, " mismatch ") {
 		t.Errorf("plugin list with a wrong pin: %v\n%s", err, out)
 	}
 
@@ -199,4 +204,59 @@ func FuzzPluginSettings(f *testing.F) {
 			t.Fatalf("encoded and decoded again (-first +again):\n%s", diff)
 		}
 	})
+}
+
+// TestUnusablePlugin checks that a transport name with no usable plugin
+// says why, where it used to be an unknown transport.
+func TestUnusablePlugin(t *testing.T) {
+	state := t.TempDir()
+	if err := os.Chmod(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(state, "plugins")
+	if err := savePluginSettings(state, pluginSettings{Dirs: []string{dir}}); err != nil {
+		t.Fatal(err)
+	}
+	r := new(transport.Registry)
+	h, err := addPlugins(state, []string{"nosuch"}, r, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	want := "no plugin binary commucat-transport-nosuch in " + dir
+	if _, _, err := r.NewServer("nosuch", nil, state); !errors.Is(err, transport.ErrUnknown) || !strings.Contains(err.Error(), want) {
+		t.Errorf("NewServer = %v; want transport.ErrUnknown and %q", err, want)
+	}
+	if _, err := r.New("nosuch", nil); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("New = %v; want %q", err, want)
+	}
+
+	refused := []plugins.Info{{Name: "x", Path: "/p/commucat-transport-x", Err: fmt.Errorf("%w (require_pinned is set)", plugins.ErrNotPinned)}}
+	err = unusablePlugin("x", refused, []string{dir})
+	if !errors.Is(err, plugins.ErrNotPinned) || !strings.Contains(err.Error(), "/p/commucat-transport-x refused") {
+		t.Errorf("unusablePlugin of a refused plugin = %v", err)
+	}
+	if err := unusablePlugin("x", []plugins.Info{{Name: "x"}}, nil); err != nil {
+		t.Errorf("unusablePlugin of a usable plugin = %v", err)
+	}
+}
+
+// TestStateDirRole checks that gateway and client commands refuse each
+// other's state directory, which COMMUCAT_STATE can hand to both.
+func TestStateDirRole(t *testing.T) {
+	for _, tt := range []struct{ key, role string }{{gatewayKeyFile, "client"}, {deviceKeyFile, "gateway"}} {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, tt.key), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stateDir(dir, tt.role); err == nil || !strings.Contains(err.Error(), "give the "+tt.role+" its own") {
+			t.Errorf("stateDir(dir with %s, %s) = %v; want it refused", tt.key, tt.role, err)
+		}
+		if _, err := anyStateDir(dir, "gateway"); err != nil {
+			t.Errorf("anyStateDir(dir with %s) = %v", tt.key, err)
+		}
+	}
 }

@@ -28,8 +28,27 @@ const (
 // stateDir resolves the state directory: the flag, then COMMUCAT_STATE, then
 // $XDG_STATE_HOME/commucat/<role> (~/.local/state when XDG_STATE_HOME is
 // unset). It creates the directory with mode 0700 and refuses one that
-// other users can read.
+// other users can read, and one that holds the other role's key: gateway
+// and client commands both read COMMUCAT_STATE, and a client run in a
+// gateway's directory would otherwise tell its user to register there.
 func stateDir(flag, role string) (string, error) {
+	dir, err := anyStateDir(flag, role)
+	if err != nil {
+		return "", err
+	}
+	other, key := "client", deviceKeyFile
+	if role == "client" {
+		other, key = "gateway", gatewayKeyFile
+	}
+	if fileExists(filepath.Join(dir, key)) {
+		return "", fmt.Errorf("state directory %s is a %s's (it holds %s): give the %s its own with --state DIR (COMMUCAT_STATE is read by both)", dir, other, key, role)
+	}
+	return dir, nil
+}
+
+// anyStateDir is stateDir for commands that work on a gateway's or a
+// client's directory alike (plugin list and pin); role names the default.
+func anyStateDir(flag, role string) (string, error) {
 	dir := flag
 	if dir == "" {
 		dir = os.Getenv("COMMUCAT_STATE")

@@ -19,6 +19,7 @@ import (
 	"github.com/commucat/commucat/configs"
 	"github.com/commucat/commucat/core/transport"
 	"github.com/commucat/commucat/plugins"
+	"github.com/commucat/commucat/plugins/proto"
 	"github.com/commucat/commucat/transports/decoy"
 	"github.com/commucat/commucat/transports/fingerprint"
 	"github.com/commucat/commucat/transports/kcp"
@@ -223,7 +224,7 @@ func addPlugins(dir string, names []string, r *transport.Registry, log *slog.Log
 	if len(need) == 0 {
 		return nil, nil
 	}
-	h, _, err := newPluginHost(dir, need, log)
+	h, infos, dirs, err := newPluginHost(dir, need, log)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: %w", err)
 	}
@@ -235,7 +236,30 @@ func addPlugins(dir string, names []string, r *transport.Registry, log *slog.Log
 		// Plugin builds of built-in transports: the built-in is used.
 		log.Debug("plugins shadowed by built-in transports", "err", err)
 	}
+	for _, n := range need {
+		if err := unusablePlugin(n, infos, dirs); err != nil {
+			r.Register(n, func(transport.Params) (transport.Transport, error) { return nil, err })
+			r.RegisterServer(n, func(transport.Params, string) (transport.Transport, transport.Params, error) { return nil, nil, err })
+		}
+	}
 	return h, nil
+}
+
+// unusablePlugin says why transport name, which is not built in, has no
+// plugin to serve it: none found in dirs, or the one found was refused
+// (infos are Discover's). It returns nil for a usable plugin. Without it a
+// refused plugin's name would be reported as an unknown transport.
+func unusablePlugin(name string, infos []plugins.Info, dirs []string) error {
+	for _, in := range infos {
+		if in.Name != name {
+			continue
+		}
+		if in.Err != nil {
+			return fmt.Errorf("transport %q: plugin %s refused: %w", name, in.Path, in.Err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w %q: no plugin binary %s%s in %s", transport.ErrUnknown, name, proto.BinaryPrefix, name, strings.Join(dirs, ", "))
 }
 
 // loopbackAddr reports whether host:port addr listens on loopback only.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -122,10 +123,19 @@ func parsePluginSettings(b []byte) (pluginSettings, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
+		if te, ok := errors.AsType[*yaml.TypeError](err); ok {
+			for i, m := range te.Errors {
+				te.Errors[i] = unknownFieldRE.ReplaceAllString(m, "unknown field $1 (known: dirs, require_pinned, pins, ring_flows, env)")
+			}
+		}
 		return pluginSettings{}, err
 	}
 	return s, nil
 }
+
+// unknownFieldRE matches the yaml package's message for a key that names
+// no field, which names a Go type instead of the file's fields.
+var unknownFieldRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
 
 // savePluginSettings writes pluginsFile in dir (mode 0600), atomically.
 func savePluginSettings(dir string, s pluginSettings) error {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -65,8 +66,32 @@ func (in *instance) acquire(ctx context.Context) error {
 
 func (in *instance) unlock() { <-in.lock }
 
+// checkParams refuses parameters that are not valid UTF-8, which gRPC
+// cannot send: the call would fail as if the plugin had broken the
+// protocol. The error names the key, never the value.
+func (p *plugin) checkParams(params transport.Params) error {
+	for k, v := range params {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return &opError{name: p.info.Name, op: "configure", kind: transport.ErrBadParams, err: fmt.Errorf("parameter %q is not valid UTF-8", k)}
+		}
+	}
+	return nil
+}
+
+// checkText refuses an address or a path (what) that is not valid UTF-8,
+// as checkParams.
+func (p *plugin) checkText(op, what, s string) error {
+	if !utf8.ValidString(s) {
+		return &opError{name: p.info.Name, op: op, kind: transport.ErrBadParams, err: fmt.Errorf("%s %q is not valid UTF-8", what, s)}
+	}
+	return nil
+}
+
 // clientFactory is the plugin's transport.Factory.
 func (p *plugin) clientFactory(params transport.Params) (transport.Transport, error) {
+	if err := p.checkParams(params); err != nil {
+		return nil, err
+	}
 	t := p.newTransport(proto.Role_ROLE_CLIENT, params, "")
 	ctx, cancel := withTimeout(context.Background(), p.h.cfg.CallTimeout)
 	defer cancel()
@@ -78,6 +103,12 @@ func (p *plugin) clientFactory(params transport.Params) (transport.Transport, er
 
 // serverFactory is the plugin's transport.ServerFactory.
 func (p *plugin) serverFactory(params transport.Params, dir string) (transport.Transport, transport.Params, error) {
+	if err := p.checkParams(params); err != nil {
+		return nil, nil, err
+	}
+	if err := p.checkText("configure", "state directory", dir); err != nil {
+		return nil, nil, err
+	}
 	t := p.newTransport(proto.Role_ROLE_SERVER, params, dir)
 	ctx, cancel := withTimeout(context.Background(), p.h.cfg.CallTimeout)
 	defer cancel()
@@ -195,6 +226,9 @@ func (t *Transport) Close() error {
 // whole set-up; a plugin that does not answer in time gives an error
 // wrapping transport.ErrTimeout.
 func (t *Transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	if err := t.p.checkText("dial", "address", addr); err != nil {
+		return nil, err
+	}
 	h := t.p.h
 	if err := h.addFlow(); err != nil {
 		return nil, err
@@ -302,6 +336,9 @@ func (g *generation) handedOver(ctx context.Context, t *Transport, op string, id
 // call. The listener survives a restart of the plugin: it listens again
 // on the address it was bound to.
 func (t *Transport) Listen(ctx context.Context, addr string) (transport.Listener, error) {
+	if err := t.p.checkText("listen", "address", addr); err != nil {
+		return nil, err
+	}
 	if t.p.h.isClosed() {
 		return nil, &opError{name: t.p.info.Name, op: "listen", kind: transport.ErrClosed, err: errors.New("host closed")}
 	}
@@ -633,7 +670,7 @@ func boundStatus(err error) error {
 	if !ok || len(st.Message()) <= proto.MaxMessage {
 		return err
 	}
-	return status.Error(st.Code(), st.Message()[:proto.MaxMessage]+" [cut]")
+	return status.Error(st.Code(), proto.Clip(st.Message())+" [cut]")
 }
 
 // ctxErr reports why ctx ended: a deadline also wraps transport.ErrTimeout.

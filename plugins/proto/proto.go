@@ -25,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/commucat/commucat/core/transport"
 )
@@ -66,6 +68,21 @@ const BinaryPrefix = "commucat-transport-"
 // MaxMessage is the largest error message, name, version, address or
 // parameter value a host accepts from a plugin, in bytes.
 const MaxMessage = 4096
+
+// Clip returns msg as valid UTF-8 (each invalid byte sequence replaced by
+// U+FFFD) of at most MaxMessage bytes, cut before a character rather than
+// inside one: gRPC refuses to send a string that is not valid UTF-8.
+func Clip(msg string) string {
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
+	if len(msg) <= MaxMessage {
+		return msg
+	}
+	n := MaxMessage
+	for n > 0 && !utf8.RuneStart(msg[n]) {
+		n--
+	}
+	return msg[:n]
+}
 
 // RemoteError is an error a plugin reported. It matches (errors.Is) the
 // core/transport sentinel of its code.
@@ -138,11 +155,7 @@ func NewError(err error) *Error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
-	if len(msg) > MaxMessage {
-		msg = msg[:MaxMessage]
-	}
-	return &Error{Code: CodeOf(err), Message: msg}
+	return &Error{Code: CodeOf(err), Message: Clip(err.Error())}
 }
 
 // Err returns the error e carries: nil for a nil Error or code
@@ -152,10 +165,7 @@ func (e *Error) Err() error {
 	if e == nil || e.Code == ErrorCode_ERROR_CODE_UNSPECIFIED {
 		return nil
 	}
-	msg := e.Message
-	if len(msg) > MaxMessage {
-		msg = msg[:MaxMessage]
-	}
+	msg := Clip(e.Message)
 	if msg == "" {
 		msg = fmt.Sprintf("plugin error %s", e.Code)
 	}

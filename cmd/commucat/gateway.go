@@ -264,17 +264,28 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	}
 	var eps []gateway.Endpoint
 	var public []transport.Params
+	var served []configs.Listen // the entries of cfg.Listen in eps
 	for i, l := range cfg.Listen {
 		tdir := filepath.Join(dir, "transports", l.Transport)
 		if err := os.MkdirAll(tdir, 0o700); err != nil {
 			return fmt.Errorf("transport state: %w", err)
 		}
 		t, pub, err := reg.NewServer(l.Transport, transport.Params(l.Params), tdir)
+		if errors.Is(err, errPluginRefused) && len(cfg.Listen) > 1 {
+			// A plugin that was refused or crashed must not take the
+			// other transports down with it.
+			log.Error("endpoint not served", "listen", i, "transport", l.Transport, "err", err)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("config: listen[%d] (%s): %w", i, l.Transport, err)
 		}
 		eps = append(eps, gateway.Endpoint{Transport: t, Addr: l.Address})
 		public = append(public, pub)
+		served = append(served, l)
+	}
+	if len(eps) == 0 {
+		return errors.New("config: no endpoint can be served (their plugins were refused; see above)")
 	}
 	srv, err := gateway.New(gateway.Config{
 		Static:           keys.static,
@@ -319,7 +330,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	}
 	bound := make([]invite.Endpoint, len(addrs))
 	for i, a := range addrs {
-		l := cfg.Listen[i]
+		l := served[i]
 		pub := l.Public
 		if pub == "" {
 			pub = a.String()
@@ -340,7 +351,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	fmt.Fprintf(out, "identity:  %s\n", handshake.FormatPublic(keys.static.Public()))
 	fmt.Fprintf(out, "signing:   %s\n", base64.RawURLEncoding.EncodeToString(keys.signing.Public()))
 	for i, a := range addrs {
-		fmt.Fprintf(out, "listening: %s %s\n", cfg.Listen[i].Transport, a)
+		fmt.Fprintf(out, "listening: %s %s\n", served[i].Transport, a)
 	}
 	var wg sync.WaitGroup
 	if o != nil {

@@ -245,6 +245,10 @@ func addPlugins(dir string, names []string, r *transport.Registry, log *slog.Log
 	return h, nil
 }
 
+// errPluginRefused marks a transport whose plugin binary was found but
+// refused or could not start: the gateway serves its other endpoints.
+var errPluginRefused = errors.New("refused")
+
 // unusablePlugin says why transport name, which is not built in, has no
 // plugin to serve it: none found in dirs, or the one found was refused
 // (infos are Discover's). It returns nil for a usable plugin. Without it a
@@ -255,11 +259,11 @@ func unusablePlugin(name string, infos []plugins.Info, dirs []string) error {
 			continue
 		}
 		if in.Err != nil {
-			return fmt.Errorf("transport %q: plugin %s refused: %w", name, in.Path, in.Err)
+			return fmt.Errorf("plugin %s %w: %w", in.Path, errPluginRefused, in.Err)
 		}
 		return nil
 	}
-	return fmt.Errorf("%w %q: no plugin binary %s%s in %s", transport.ErrUnknown, name, proto.BinaryPrefix, name, strings.Join(dirs, ", "))
+	return fmt.Errorf("%w: no plugin binary %s%s in %s", transport.ErrUnknown, proto.BinaryPrefix, name, strings.Join(dirs, ", "))
 }
 
 // loopbackAddr reports whether host:port addr listens on loopback only.

@@ -152,10 +152,25 @@ func parseLogLine(line []byte) (slog.Level, string, []slog.Attr) {
 	}
 	attrs := make([]slog.Attr, 0, len(keys))
 	for _, k := range keys {
-		attrs = append(attrs, slog.Any(clip(k), logValue(m[k])))
+		name := clip(k)
+		if hostKey(name) {
+			name = "plugin." + name // never passes for the host's own
+		}
+		attrs = append(attrs, slog.Any(name, logValue(m[k])))
 	}
 	sortAttrs(attrs)
 	return level, msg, attrs
+}
+
+// hostKey reports whether key is one the host's log lines carry
+// themselves, which a plugin's line must not set: slog's own, and the
+// attributes that say which plugin a line came from.
+func hostKey(key string) bool {
+	switch key {
+	case slog.TimeKey, slog.LevelKey, slog.MessageKey, slog.SourceKey, "plugin", "component", "pid", "generation":
+		return true
+	}
+	return false
 }
 
 // logValue bounds a decoded JSON value for the log.

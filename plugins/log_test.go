@@ -33,6 +33,8 @@ func TestParseLogLine(t *testing.T) {
 		{"slog-style warn", []byte(`{"@level":"WARN","@message":"w","k":true}`), slog.LevelWarn, "w", "k=true"},
 		{"typed message", []byte(`{"@message":5,"@level":{"x":1}}`), slog.LevelInfo, "5", ""},
 		{"nested value", []byte(`{"@message":"m","v":{"a":[1,2]}}`), slog.LevelInfo, "m", `v={"a":[1,2]}`},
+		{"host's keys", []byte(`{"@message":"m","plugin":"other","component":"core","level":"ERROR","a":1}`), slog.LevelInfo, "m",
+			"a=1 plugin.component=core plugin.level=ERROR plugin.plugin=other"},
 		{"plain text", []byte("hello there"), levelUnknown, "hello there", ""},
 		{"broken json", []byte(`{"@message":`), levelUnknown, `{"@message":`, ""},
 	}

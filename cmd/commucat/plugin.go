@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -216,6 +217,7 @@ state directory). Pins and require_pinned live in the same file.`,
 
 func newPluginListCmd() *cobra.Command {
 	var state string
+	var params bool
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the plugins found, with version, capabilities, path, hash and pin",
@@ -250,17 +252,48 @@ for its name, version and capabilities, then stopped.`,
 				if errors.Is(in.Err, plugins.ErrPinMismatch) {
 					pinned = "mismatch"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, orDash(in.Version), orDash(in.Capabilities.String()),
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, orDash(terminalText(in.Version)), orDash(in.Capabilities.String()),
 					pinned, orDash(in.SHA256), in.Path, status)
 			}
 			if err := w.Flush(); err != nil {
 				return err
 			}
+			if params {
+				printPluginParams(cmd.OutOrStdout(), infos)
+			}
 			return h.Close()
 		},
 	}
+	cmd.Flags().BoolVar(&params, "params", false, "also list the parameters each plugin accepts, as it describes them")
 	cmd.Flags().StringVar(&state, "state", "", "state directory, a gateway's or a client's (default $COMMUCAT_STATE or $XDG_STATE_HOME/commucat/gateway)")
 	return cmd
+}
+
+// printPluginParams writes the parameters each plugin of infos says it
+// accepts, with the roles that take them; the plugin's own words are made
+// safe for a terminal.
+func printPluginParams(out io.Writer, infos []plugins.Info) {
+	for _, in := range infos {
+		if len(in.Params) == 0 {
+			continue
+		}
+		fmt.Fprintf(out, "\n%s parameters:\n", in.Name)
+		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		for _, p := range in.Params {
+			var roles []string
+			if p.Client {
+				roles = append(roles, "client")
+			}
+			if p.Server {
+				roles = append(roles, "server")
+			}
+			if p.Required {
+				roles = append(roles, "required")
+			}
+			fmt.Fprintf(w, "  %s\t%s\t%s\n", terminalText(p.Name), orDash(strings.Join(roles, ",")), terminalText(p.Doc))
+		}
+		w.Flush() //nolint:errcheck // out's error shows in the table's Flush
+	}
 }
 
 func newPluginPinCmd() *cobra.Command {

@@ -261,3 +261,23 @@ func TestStateDirRole(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintPluginParams(t *testing.T) {
+	var b strings.Builder
+	printPluginParams(&b, []plugins.Info{
+		{Name: "none"},
+		{Name: "tlsplain", Params: []plugins.Param{
+			{Name: "pin", Doc: "the gateway's key\x1b[2J", Client: true, Required: true},
+			{Name: "sni", Doc: "server name", Client: true, Server: true},
+		}},
+	})
+	out := b.String()
+	for _, want := range []string{"tlsplain parameters:", "pin  client,required", `the gateway's key\x1b[2J`, "sni  client,server    server name"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "none") || strings.Contains(out, "\x1b") {
+		t.Errorf("output lists a plugin without parameters, or an escape:\n%q", out)
+	}
+}

@@ -84,7 +84,7 @@ var (
 const ProtocolVersion = proto.ProtocolVersion
 
 // Param documents one parameter a transport accepts; the host shows it in
-// `commucat plugin list` and never interprets it (the transport validates
+// `commucat plugin list --params` and never interprets it (the transport validates
 // its own parameters).
 type Param struct {
 	Name     string

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -333,6 +334,9 @@ func (p *plugin) startErr(err error) error {
 	case versionRE.MatchString(err.Error()):
 		v, _ := strconv.Atoi(versionRE.FindStringSubmatch(err.Error())[1])
 		return permanent(&VersionError{Name: name, Plugin: v, Host: proto.ProtocolVersion, HostMin: proto.MinProtocolVersion})
+	case strings.Contains(err.Error(), "Unrecognized remote plugin message"):
+		// go-plugin's message for this spans a dozen lines of guesses.
+		return fmt.Errorf("plugins: start %s: it exited or wrote something else before the go-plugin handshake on its standard output: not a CommuCat plugin, or it failed at start (its standard error is in the log)", name)
 	}
 	return fmt.Errorf("plugins: start %s: %w", name, err)
 }

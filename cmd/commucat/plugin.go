@@ -245,7 +245,7 @@ for its name, version and capabilities, then stopped.`,
 				status, pinned := "ok", yesNo(in.Pinned)
 				switch {
 				case in.Err != nil:
-					status = "refused: " + in.Err.Error()
+					status = "refused: " + strings.Join(strings.Fields(terminalText(in.Err.Error())), " ") // one line
 				case isBuiltin(in.Name):
 					status = "ok, not used: the built-in " + in.Name + " is"
 				}

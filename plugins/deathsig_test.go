@@ -9,7 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"syscall"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,7 +44,9 @@ func runHostHelper(dir string) {
 }
 
 // TestPluginDiesWithHost kills a host process with SIGKILL (no chance to
-// clean up) and checks that its plugin process goes away too.
+// clean up) and checks that its plugin process goes away too. The plugin
+// is stopped with SIGSTOP first, so that it cannot exit on its own when its
+// control socket reaches EOF: only the parent-death signal ends it.
 func TestPluginDiesWithHost(t *testing.T) {
 	dir := pluginDir(t, map[string]string{"tcp": buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -91,7 +93,22 @@ func TestPluginDiesWithHost(t *testing.T) {
 		cmd.Wait()
 		t.Fatalf("pidfd_open(%d): %v", pid, err)
 	}
-	defer unix.Close(pidfd)
+	// Whatever happens, no stopped plugin outlives the test; the pidfd
+	// cannot signal another process that reused the pid.
+	t.Cleanup(func() {
+		unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) //nolint:errcheck // gone already if the test passed
+		unix.Close(pidfd)
+	})
+	if err := unix.PidfdSendSignal(pidfd, unix.SIGSTOP, nil, 0); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("stop plugin %d: %v", pid, err)
+	}
+	if err := waitStopped(pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal(err)
+	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,11 +120,29 @@ func TestPluginDiesWithHost(t *testing.T) {
 	for fds[0].Revents == 0 {
 		ms := int(time.Until(deadline).Milliseconds())
 		if ms <= 0 {
-			syscall.Kill(pid, syscall.SIGKILL) //nolint:errcheck // clean up
-			t.Fatalf("plugin %d still runs after its host was killed", pid)
+			t.Fatalf("plugin %d, stopped, still there after its host was killed", pid)
 		}
 		if _, err := unix.Poll(fds, ms); err != nil && err != unix.EINTR {
 			t.Fatalf("poll: %v", err)
 		}
 	}
+}
+
+// waitStopped waits until process pid is stopped (state T in
+// /proc/<pid>/stat), when none of its threads runs any more. The bound
+// only keeps a failure from hanging the run.
+func waitStopped(pid int) error {
+	for range 1000 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return err
+		}
+		// The state follows the command name, which is in parentheses.
+		stat := string(b)
+		if i := strings.LastIndexByte(stat, ')'); i >= 0 && strings.HasPrefix(stat[i:], ") T") {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("process %d not stopped after SIGSTOP", pid)
 }

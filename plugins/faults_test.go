@@ -54,8 +54,11 @@ func checkCutOff(t testing.TB, h *Host, old *generation, name, want string) {
 }
 
 // echoServer accepts connections on ln and echoes each until ln closes.
-func echoServer(t testing.TB, ln transport.Listener) {
+// It returns how the echo of each connection ended (nil for a clean end of
+// stream), in order, for the first 16 that end.
+func echoServer(t testing.TB, ln transport.Listener) <-chan error {
 	t.Helper()
+	ends := make(chan error, 16)
 	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -70,7 +73,11 @@ func echoServer(t testing.TB, ln transport.Listener) {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c) //nolint:errcheck // ends with the connection
+				_, err := io.Copy(c, c)
+				select {
+				case ends <- err:
+				default:
+				}
 			}()
 		}
 	}()
@@ -79,6 +86,7 @@ func echoServer(t testing.TB, ln transport.Listener) {
 		ln.Close()
 		<-done
 	})
+	return ends
 }
 
 // echoConn returns a client connection to an echo server over the named
@@ -118,7 +126,25 @@ func roundTrip(t testing.TB, c net.Conn, msg string) {
 	}
 }
 
+// TestKilledMidTransfer kills a plugin while a connection through it
+// carries bytes both ways, over rings and over its socket alone: both ends
+// of the connection (the client's and the one the server accepted) fail
+// with transport.ErrRefused, the plugin comes back, its listener listens
+// again, and connections through other plugins are undisturbed.
 func TestKilledMidTransfer(t *testing.T) {
+	tests := []struct {
+		name      string
+		ringFlows int
+	}{
+		{"rings", 0},
+		{"sockets", -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { testKilledMidTransfer(t, tt.ringFlows) })
+	}
+}
+
+func testKilledMidTransfer(t *testing.T, ringFlows int) {
 	// "good" is TCP spliced through the plugin, which is killed; "tcp"
 	// hands its sockets over, so they do not depend on the plugin at all.
 	dir := pluginDir(t, map[string]string{
@@ -126,14 +152,28 @@ func TestKilledMidTransfer(t *testing.T) {
 		"good": faultyBin(t),
 		"kcp":  buildPlugin(t, "kcp", "./cmd/commucat-transport-kcp"),
 	})
-	h, r := startHost(t, HostConfig{Backoff: 10 * time.Millisecond}, dir)
+	h, r := startHost(t, HostConfig{Backoff: 10 * time.Millisecond, RingFlows: ringFlows}, dir)
 	others := map[string]net.Conn{}
 	for _, name := range []string{"tcp", "kcp"} {
 		others[name], _, _ = echoConn(t, r, name)
 		roundTrip(t, others[name], "before")
 	}
 
-	c, client, ln := echoConn(t, r, "good")
+	ctx := testCtx(t)
+	client, server := serverAndClient(t, r, "good")
+	ln, err := server.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	echoEnds := echoServer(t, ln)
+	c, err := client.Dial(ctx, ln.Addr().String())
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer c.Close()
+	if got, want := ringed(t, c), ringFlows >= 0; got != want {
+		t.Fatalf("connection has rings: %v, want %v", got, want)
+	}
 	old := currentGen(t, h, "good")
 	progress := make(chan struct{})
 	readErr := make(chan error, 1)
@@ -168,17 +208,27 @@ func TestKilledMidTransfer(t *testing.T) {
 	if err := syscall.Kill(old.pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for _, ch := range []chan error{readErr, writeErr} {
-		err := <-ch
-		if !errors.Is(err, transport.ErrRefused) {
-			t.Errorf("I/O on a connection whose plugin died: %v; want transport.ErrRefused", err)
+	for _, end := range []struct {
+		what string
+		errs <-chan error
+	}{
+		{"client read", readErr},
+		{"client write", writeErr},
+		{"server echo", echoEnds},
+	} {
+		select {
+		case err := <-end.errs:
+			if !errors.Is(err, transport.ErrRefused) {
+				t.Errorf("%s on a connection whose plugin died: %v; want transport.ErrRefused", end.what, err)
+			}
+			t.Logf("%s after the kill: %v", end.what, err)
+		case <-time.After(hangBound):
+			t.Fatalf("%s still blocked %v after the plugin was killed", end.what, hangBound)
 		}
-		t.Logf("after the kill: %v", err)
 	}
 	c.Close()
 
 	// The plugin comes back and the listener listens again.
-	ctx := testCtx(t)
 	for {
 		st, err := h.Stats(ctx, "good")
 		if err != nil {
@@ -205,40 +255,52 @@ func TestKilledMidTransfer(t *testing.T) {
 	}
 }
 
-func TestHangingCalls(t *testing.T) {
-	bin := faultyBin(t)
-	dir := pluginDir(t, map[string]string{"hangdial": bin, "hanglisten": bin, "good": bin})
-	h, r := startHost(t, HostConfig{DialTimeout: 300 * time.Millisecond, CallTimeout: 300 * time.Millisecond}, dir)
-	other, _, _ := echoConn(t, r, "good")
-	ctx := testCtx(t)
+// stopPlugin stops generation g's process with SIGSTOP: it answers
+// nothing any more, and exits on nothing but SIGKILL. Whatever happens,
+// it does not outlive the test.
+func stopPlugin(t testing.TB, g *generation) {
+	t.Helper()
+	t.Cleanup(func() {
+		// Through os.Process, which cannot signal another process
+		// that reused the pid.
+		g.cmd.Process.Signal(syscall.SIGKILL) //nolint:errcheck // gone already if the host cut it off
+	})
+	if err := g.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop plugin %d: %v", g.pid(), err)
+	}
+}
 
-	t.Run("dial", func(t *testing.T) {
-		client, err := r.New("hangdial", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := client.Dial(ctx, "127.0.0.1:9")
-		if !errors.Is(err, transport.ErrTimeout) {
-			t.Fatalf("Dial = %v, %v; want transport.ErrTimeout", c, err)
-		}
-		t.Log(err)
+// TestUnhealthyCutOff: a plugin that stops answering (stopped with
+// SIGSTOP) is cut off by the first health check it does not answer within
+// CallTimeout, and restarted; a connection through another plugin is
+// undisturbed.
+func TestUnhealthyCutOff(t *testing.T) {
+	dir := pluginDir(t, map[string]string{
+		"good": faultyBin(t),
+		"kcp":  buildPlugin(t, "kcp", "./cmd/commucat-transport-kcp"),
 	})
-	t.Run("listen", func(t *testing.T) {
-		server, _, err := r.NewServer("hanglisten", nil, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := server.Listen(ctx, "127.0.0.1:0")
-		if !errors.Is(err, transport.ErrTimeout) {
-			t.Fatalf("Listen = %v, %v; want transport.ErrTimeout", ln, err)
-		}
-		t.Log(err)
-	})
-	// A hung call does not make a plugin unhealthy or disturb others.
-	for _, name := range []string{"hangdial", "hanglisten"} {
-		if err := h.Health(ctx, name); err != nil {
-			t.Errorf("Health(%s): %v", name, err)
-		}
+	h, r := startHost(t, HostConfig{HealthInterval: 100 * time.Millisecond, CallTimeout: time.Second, Backoff: 10 * time.Millisecond}, dir)
+	other, _, _ := echoConn(t, r, "kcp")
+	roundTrip(t, other, "before")
+	otherGen := currentGen(t, h, "kcp")
+
+	old := currentGen(t, h, "good")
+	stopPlugin(t, old)
+	select {
+	case <-old.dead:
+	case <-time.After(hangBound):
+		t.Fatalf("plugin %d stopped for %v and not cut off", old.pid(), hangBound)
+	}
+	checkCutOff(t, h, old, "good", "health check failed")
+	t.Logf("cut off: %v", old.deathReason())
+	if g := currentGen(t, h, "good"); g.pid() == old.pid() {
+		t.Fatalf("still pid %d", g.pid())
+	}
+	c, _, _ := echoConn(t, r, "good")
+	roundTrip(t, c, "after the restart")
+
+	if g := currentGen(t, h, "kcp"); g != otherGen {
+		t.Errorf("kcp is generation %d, pid %d; want %d, pid %d, undisturbed", g.n, g.pid(), otherGen.n, otherGen.pid())
 	}
 	roundTrip(t, other, "undisturbed")
 }

@@ -35,6 +35,83 @@ func within(t *testing.T, what string, f func()) {
 	}
 }
 
+// callerBound is the deadline of the caller's context in calls that the
+// host's own limit must end: far beyond hangBound, so that only the host
+// can end them in time.
+const callerBound = 10 * time.Minute
+
+// endedByHost runs call with a context that outlives the host's limits by
+// far and checks that the call fails with transport.ErrTimeout while that
+// context is still alive: the host's limit ended it, not the caller's.
+func endedByHost(t *testing.T, what string, call func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), callerBound)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- call(ctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(hangBound):
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(hangBound):
+		}
+		t.Fatalf("%s still blocked after %v: the host's limit did not end it", what, hangBound)
+	}
+	if !errors.Is(err, transport.ErrTimeout) || ctx.Err() != nil {
+		t.Fatalf("%s = %v with the caller's context at %v; want transport.ErrTimeout, from the host's limit", what, err, ctx.Err())
+	}
+	t.Logf("%s: %v", what, err)
+}
+
+// TestHangingCalls: a Dial or Listen that the plugin never answers fails
+// with transport.ErrTimeout once DialTimeout or CallTimeout is up, however
+// long the caller's context lasts; the plugin stays up and others are
+// undisturbed.
+func TestHangingCalls(t *testing.T) {
+	bin := faultyBin(t)
+	dir := pluginDir(t, map[string]string{"hangdial": bin, "hanglisten": bin, "good": bin})
+	h, r := startHost(t, HostConfig{DialTimeout: 300 * time.Millisecond, CallTimeout: 300 * time.Millisecond}, dir)
+	other, _, _ := echoConn(t, r, "good")
+
+	t.Run("dial", func(t *testing.T) {
+		client, err := r.New("hangdial", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		endedByHost(t, "Dial", func(ctx context.Context) error {
+			c, err := client.Dial(ctx, "127.0.0.1:9")
+			if c != nil {
+				c.Close()
+			}
+			return err
+		})
+	})
+	t.Run("listen", func(t *testing.T) {
+		server, _, err := r.NewServer("hanglisten", nil, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		endedByHost(t, "Listen", func(ctx context.Context) error {
+			ln, err := server.Listen(ctx, "127.0.0.1:0")
+			if ln != nil {
+				ln.Close()
+			}
+			return err
+		})
+	})
+	// A hung call does not make a plugin unhealthy or disturb others.
+	ctx := testCtx(t)
+	for _, name := range []string{"hangdial", "hanglisten"} {
+		if err := h.Health(ctx, name); err != nil {
+			t.Errorf("Health(%s): %v", name, err)
+		}
+	}
+	roundTrip(t, other, "undisturbed")
+}
+
 // A plugin that no longer answers anything (stopped with SIGSTOP) does not
 // hold up Host.Close: asked to exit, it is killed 2 s later.
 func TestCloseStoppedPlugin(t *testing.T) {

@@ -1,12 +1,14 @@
 package plugins
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +33,47 @@ func TestBackoff(t *testing.T) {
 		if got := backoff(100*time.Millisecond, time.Second, tt.failures); got != tt.want {
 			t.Errorf("backoff(%d failures) = %v, want %v", tt.failures, got, tt.want)
 		}
+	}
+}
+
+// TestRestartBackoff: a plugin that died is not started again before its
+// backoff is over, and Host.Close does not wait for the backoff to end.
+func TestRestartBackoff(t *testing.T) {
+	h, _ := startHost(t, HostConfig{Backoff: time.Hour}, pluginDir(t, map[string]string{"good": faultyBin(t)}))
+	p, err := h.plugin("good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := currentGen(t, h, "good")
+	if err := old.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.dead:
+	case <-time.After(hangBound):
+		t.Fatalf("plugin %d killed and not seen dead after %v", old.pid(), hangBound)
+	}
+
+	// Two seconds are far more than a start takes, and far less than the
+	// hour of backoff.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if g, err := p.live(ctx); err == nil {
+		t.Errorf("generation %d (pid %d) started during the backoff", g.n, g.pid())
+	} else if !errors.Is(err, transport.ErrTimeout) {
+		t.Errorf("waiting for a restart during the backoff: %v; want transport.ErrTimeout", err)
+	}
+
+	within(t, "Host.Close during the backoff", func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	if g := p.running(); g != nil {
+		t.Errorf("generation %d (pid %d) runs after Close", g.n, g.pid())
+	}
+	if err := old.cmd.Process.Signal(syscall.Signal(0)); !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("killed plugin %d not reaped after Close: %v", old.pid(), err)
 	}
 }
 

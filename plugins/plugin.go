@@ -480,6 +480,11 @@ type generation struct {
 	mu       sync.Mutex
 	lastFlow uint64
 	flows    map[uint64]*hostFlow
+	// ends counts the EOF and DGRAM_EOF messages for flows the host has
+	// forgotten, against forgot, the flows it forgot: a plugin sends at
+	// most one of each per flow, so a plugin that sends more is cut off
+	// instead of keeping the control reader busy.
+	ends, forgot uint64
 }
 
 // hostFlow is what the host knows of an open flow.
@@ -608,9 +613,17 @@ func (g *generation) handleCtl(m ctl.Msg, fds []int) error {
 	}
 	f := g.flows[m.Flow]
 	switch {
-	case m.Type == ctl.TypeEOF && f != nil:
+	case m.Type == ctl.TypeHandOver:
+	case f == nil:
+		g.ends++
+		if g.ends > 2*g.forgot {
+			return &ctl.ViolationError{Reason: fmt.Sprintf("more EOF and DGRAM_EOF messages than flows (%s for flow %d)", m.Type, m.Flow)}
+		}
+	case m.Type == ctl.TypeEOF && f.eof, m.Type == ctl.TypeDgramEOF && f.dgramEOF:
+		return &ctl.ViolationError{Reason: fmt.Sprintf("second %s for flow %d", m.Type, m.Flow)}
+	case m.Type == ctl.TypeEOF:
 		f.eof = true
-	case m.Type == ctl.TypeDgramEOF && f != nil:
+	default:
 		f.dgramEOF = true
 	}
 	if m.Type != ctl.TypeHandOver {
@@ -744,6 +757,9 @@ func closeConns(cs ...*net.UnixConn) {
 func (g *generation) forget(id uint64) {
 	g.mu.Lock()
 	f := g.flows[id]
+	if f != nil {
+		g.forgot++
+	}
 	delete(g.flows, id)
 	g.mu.Unlock()
 	if f != nil && f.sock != nil {

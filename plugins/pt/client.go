@@ -88,7 +88,7 @@ func (c *Client) ensure(ctx context.Context) (string, error) {
 	defer cancel()
 	stop := context.AfterFunc(c.life, cancel)
 	defer stop()
-	p, m, err := launch(ctx, &c.cfg, env, false, nil)
+	p, m, err := launch(ctx, &c.cfg, env, false)
 	if err != nil {
 		return "", err
 	}

@@ -13,8 +13,7 @@ import (
 	"github.com/commucat/commucat/core/transport"
 )
 
-// Sentinel errors of a PT's set-up, wrapped by *StartError (and, for
-// ErrExited, by a listener's Accept once its PT has died).
+// Sentinel errors of a PT's set-up, wrapped by *StartError.
 var (
 	// ErrVersion means the PT speaks no protocol version we offered: it
 	// wrote VERSION-ERROR, or a VERSION other than "1".
@@ -33,8 +32,8 @@ var (
 	// malformed line of a known kind, or a method whose proxy protocol
 	// this host does not speak.
 	ErrProtocol = errors.New("pt: protocol violation")
-	// ErrExited means the PT process exited: before its set-up finished,
-	// or, for a listener, while it served.
+	// ErrExited means the PT process exited before its set-up finished.
+	// (A listener whose PT exits while it serves launches it again.)
 	ErrExited = errors.New("pt: process exited")
 )
 

@@ -306,11 +306,13 @@ func TestServerExtORPortEnv(t *testing.T) {
 }
 
 // TestServerExtORPortExit checks that, with Extended ORPort, an Accept
-// waiting while the PT exits on its own returns ErrExited, and that Close
-// interrupts a handshake still in progress.
+// waiting while the PT exits on its own keeps waiting while the listener
+// launches the PT again, and that Close interrupts a handshake still in
+// progress and that Accept.
 func TestServerExtORPortExit(t *testing.T) {
-	cfg, _ := fakeConfig(t, "server")
+	cfg, rec := fakeConfig(t, "server")
 	cfg.ExtORPort = true
+	wake := logWaker(rec)
 	srv, _, err := cfg.ServerFactory()(nil, t.TempDir())
 	if err != nil {
 		t.Fatalf("ServerFactory: %v", err)
@@ -336,16 +338,19 @@ func TestServerExtORPortExit(t *testing.T) {
 		_, err := ln.Accept(t.Context())
 		accepted <- err
 	}()
-	l.p.cmd.Process.Kill()
-	if err := <-accepted; !errors.Is(err, ErrExited) {
-		t.Errorf("Accept as the PT died: %v; want ErrExited", err)
-	}
-	if _, err := ln.Accept(t.Context()); !errors.Is(err, ErrExited) {
-		t.Errorf("Accept after the PT died: %v; want ErrExited", err)
+	kill(t, l.current())
+	waitLog(t, rec, wake, "pt running again", 1)
+	select {
+	case err := <-accepted:
+		t.Fatalf("Accept as the PT died: %v; want it to wait", err)
+	default:
 	}
 
 	if err := ln.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+	if err := <-accepted; !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Accept waiting across Close: %v; want ErrClosed", err)
 	}
 	if b, err := io.ReadAll(stalled); len(b) > 0 || err != nil {
 		t.Errorf("the stalled handshake after Close: read %x, %v; want EOF", b, err)

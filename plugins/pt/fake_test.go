@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -58,10 +59,28 @@ func fakePT(mode string) int {
 		ptlib.Log(ptlib.LogSeverityWarning, "after set-up")
 		return waitStdin()
 	case "server":
-		// A server PT that publishes ARGS and forwards nothing.
+		// A server PT that publishes ARGS and forwards each connection,
+		// unchanged, to the host's ORPort or Extended ORPort. Files in
+		// its state directory change it: "refuse" makes it fail its
+		// set-up, "hang" makes it hang in its set-up (ignoring SIGTERM),
+		// and "secret" holds another value for the "secret" it publishes.
+		state := os.Getenv("TOR_PT_STATE_LOCATION")
+		if _, err := os.Stat(filepath.Join(state, "hang")); err == nil {
+			signal.Ignore(syscall.SIGTERM)
+			say("VERSION 1")
+			blockForever()
+		}
 		info, err := ptlib.ServerSetup(nil)
 		if err != nil {
 			return 1
+		}
+		if _, err := os.Stat(filepath.Join(state, "refuse")); err == nil {
+			ptlib.SmethodError(method, "refused by the test")
+			return 1
+		}
+		secret := "a=b,c\\d"
+		if b, err := os.ReadFile(filepath.Join(state, "secret")); err == nil {
+			secret = string(b)
 		}
 		ptlib.Log(ptlib.LogSeverityNotice, "env "+strings.Join(ptEnv(), " "))
 		for _, b := range info.Bindaddrs {
@@ -71,8 +90,17 @@ func fakePT(mode string) int {
 				continue
 			}
 			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go forwardFakeOR(&info, c, b.MethodName)
+				}
+			}()
 			args := ptlib.Args{}
-			args.Add("secret", "a=b,c\\d")
+			args.Add("secret", secret)
 			if v, ok := b.Options.Get("echo"); ok {
 				args.Add("echo", v)
 			}
@@ -182,6 +210,21 @@ func ptEnv() []string {
 	env := os.Environ()
 	slices.Sort(env)
 	return env
+}
+
+// forwardFakeOR carries one connection of the fake server PT to the
+// host's ORPort (or Extended ORPort, with c's address) and back.
+func forwardFakeOR(info *ptlib.ServerInfo, c net.Conn, method string) {
+	defer c.Close()
+	or, err := ptlib.DialOr(info, c.RemoteAddr().String(), method)
+	if err != nil {
+		return
+	}
+	defer or.Close()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(or, c); done <- struct{}{} }() //nolint:errcheck // either end closing ends both
+	go func() { io.Copy(c, or); done <- struct{}{} }() //nolint:errcheck // as above
+	<-done
 }
 
 // serveFakeSocks answers one SOCKS connection of the fake client PT.

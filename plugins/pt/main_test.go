@@ -123,6 +123,31 @@ func (r *recorder) messages() []string {
 	return out
 }
 
+// levelOf returns the level of the first record whose message is msg.
+func (r *recorder) levelOf(msg string) (slog.Level, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rec := range r.recs {
+		if rec.Message == msg {
+			return rec.Level, true
+		}
+	}
+	return 0, false
+}
+
+// count returns how many records have the message msg.
+func (r *recorder) count(msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, rec := range r.recs {
+		if rec.Message == msg {
+			n++
+		}
+	}
+	return n
+}
+
 // contains reports whether some record's text holds sub.
 func (r *recorder) contains(sub string) bool {
 	for _, m := range r.messages() {

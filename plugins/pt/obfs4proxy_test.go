@@ -3,7 +3,7 @@ package pt
 import (
 	"context"
 	"errors"
-	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -144,15 +144,30 @@ func TestObfs4proxyBadArgs(t *testing.T) {
 }
 
 // TestObfs4proxyRestart checks that a client whose PT died starts a new
-// one at the next Dial, and that a listener whose PT died reports it.
+// one at the next Dial, and that a listener whose PT was killed launches
+// it again: the connection the dead PT carried ends, a new one gets
+// through with the parameters already published, and Close leaves no
+// process.
 func TestObfs4proxyRestart(t *testing.T) {
-	cli, srv, _ := newObfs4(t)
+	bin := obfs4proxy(t)
+	rec := &recorder{}
+	wake := logWaker(rec)
+	cfg := Config{Binary: bin, Method: "obfs4", Logger: slog.New(rec)}
+	srv, pub, err := cfg.ServerFactory()(nil, t.TempDir())
+	if err != nil {
+		t.Fatalf("ServerFactory: %v", err)
+	}
+	cli, err := NewClient(Config{Binary: bin, Method: "obfs4"}, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
 	ln, err := srv.Listen(t.Context(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	dialEcho := func() {
+	dialEcho := func() (net.Conn, net.Conn) {
 		t.Helper()
 		acc := make(chan net.Conn, 1)
 		go func() {
@@ -167,32 +182,37 @@ func TestObfs4proxyRestart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Dial: %v", err)
 		}
-		defer c.Close()
+		t.Cleanup(func() { c.Close() })
 		s := <-acc
 		if s == nil {
 			t.Fatal("Accept failed")
 		}
-		defer s.Close()
-		if _, err := c.Write([]byte("ping")); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, 4)
-		if _, err := io.ReadFull(s, b); err != nil || string(b) != "ping" {
-			t.Fatalf("read %q, %v", b, err)
-		}
+		t.Cleanup(func() { s.Close() })
+		pingThrough(t, c, s)
+		return c, s
 	}
 	dialEcho()
 	cli.mu.Lock()
-	cli.p.cmd.Process.Kill()
 	p := cli.p
 	cli.mu.Unlock()
-	<-p.exited
+	kill(t, p)
 	dialEcho()
 
 	l := ln.(*listener)
-	l.p.cmd.Process.Kill()
-	<-l.dead
-	if _, err := ln.Accept(t.Context()); !errors.Is(err, ErrExited) {
-		t.Fatalf("Accept after the PT died: %v; want ErrExited", err)
+	c1, s1 := dialEcho()
+	kill(t, l.current())
+	checkEnded(t, s1, "the accepted connection")
+	checkEnded(t, c1, "the client's connection")
+	waitLog(t, rec, wake, "pt running again", 1)
+	dialEcho()
+	if got := srv.(*Server).Params(); got["cert"] != pub["cert"] {
+		t.Errorf("cert after the relaunch: %s, want the published %s", got["cert"], pub["cert"])
 	}
+	if rec.contains("published parameters changed") {
+		t.Error("the relaunched obfs4proxy was reported to publish other parameters")
+	}
+	if err := ln.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	checkGone(t, rec)
 }

@@ -56,10 +56,10 @@ type proc struct {
 // common ones) and reads its set-up lines until CMETHODS DONE (server:
 // SMETHODS DONE), for at most cfg.StartTimeout and while ctx lasts. It
 // returns the running process and the C/SMETHOD line for cfg.Method.
-// onExit, if not nil, is called from the waiter goroutine if the process
-// exits before stop was called. On failure the process is stopped and the
-// error is a *StartError.
-func launch(ctx context.Context, cfg *Config, env []string, server bool, onExit func(error)) (*proc, message, error) {
+// An exit before stop was called is logged ("pt exited") and closes
+// p.exited, which its owner watches. On failure the process is stopped and
+// the error is a *StartError.
+func launch(ctx context.Context, cfg *Config, env []string, server bool) (*proc, message, error) {
 	p := &proc{
 		method: cfg.Method,
 		binary: filepath.Base(cfg.Binary),
@@ -67,7 +67,7 @@ func launch(ctx context.Context, cfg *Config, env []string, server bool, onExit 
 		grace:  cfg.stopTimeout(),
 		exited: make(chan struct{}),
 	}
-	if err := p.start(cfg, env, onExit); err != nil {
+	if err := p.start(cfg, env); err != nil {
 		return nil, message{}, &StartError{Binary: p.binary, Method: p.method, Err: err}
 	}
 	m, serr := p.setup(ctx, cfg.startTimeout(), server, cfg.Proxy != "")
@@ -86,7 +86,7 @@ func launch(ctx context.Context, cfg *Config, env []string, server bool, onExit 
 
 // start starts the process with its three pipes and the waiter and stderr
 // reader.
-func (p *proc) start(cfg *Config, env []string, onExit func(error)) (err error) {
+func (p *proc) start(cfg *Config, env []string) (err error) {
 	path, err := exec.LookPath(cfg.Binary)
 	if err != nil {
 		return err
@@ -158,16 +158,15 @@ func (p *proc) start(cfg *Config, env []string, onExit func(error)) (err error) 
 	p.waiter.Go(func() {
 		err := p.cmd.Wait()
 		p.waitErr = err
-		close(p.exited)
+		// Logged before exited is closed: an owner that sees exited
+		// and calls stop must not silence it.
 		p.mu.Lock()
 		expected := p.stopping
 		p.mu.Unlock()
 		if !expected {
 			p.log.Warn("pt exited", "err", exitText(err))
-			if onExit != nil {
-				onExit(err)
-			}
 		}
+		close(p.exited)
 	})
 	p.readers.Go(p.readStderr)
 	return nil

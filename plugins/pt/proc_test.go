@@ -445,7 +445,7 @@ func TestBindAddr(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || got != tt.want {
+		if err != nil || got.String() != tt.want {
 			t.Errorf("bindAddr(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}

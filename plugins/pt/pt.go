@@ -99,18 +99,29 @@
 // ARGS and stops it (Server.Prepare). PTs whose ARGS depend only on their
 // state directory (obfs4proxy keeps its identity in obfs4_state.json and
 // writes obfs4_bridgeline.txt there) give the same ARGS on every later
-// launch; if a launch reports other ARGS, it is logged and Server.Params
-// returns the newest.
+// launch, relaunches included; if a launch reports other ARGS, it is
+// logged as an error (existing invites no longer work; the values are not
+// logged, since they may be secret) and Server.Params returns the newest.
 //
 // # Lifecycle
 //
 // A Client starts its PT at the first Dial (or Start) and keeps it until
 // Close; if the PT has exited, the next Dial starts a new one. A Server's
 // listener owns its PT: Close stops it, which also ends the connections it
-// carries. If a listener's PT exits on its own, Accept returns an error
-// wrapping ErrExited; the PT is not restarted, a new Listen starts a new
-// one. Stopping follows pt-spec.txt 3.4: close stdin, wait
-// Config.StopTimeout, SIGTERM, wait again, SIGKILL.
+// carries. If a listener's PT exits on its own (logged as a warning), the
+// listener launches it again with the same environment: the same bind
+// address (with the port the first PT chose, if Listen was given port 0),
+// state directory, server options and loopback listener. It waits 100 ms
+// before the first attempt, twice as long after each failed attempt
+// (logged as a warning) and each PT that exits again within 30 s, at most
+// 30 s, and 100 ms again once a PT has run for 30 s; a relaunch that
+// succeeds is logged at info level with the number of restarts. Meanwhile
+// Accept waits, honouring its ctx; only Close ends it, and Close also ends
+// a wait or a relaunch in progress. The connections the dead PT carried
+// end with it, since they ran through its process; the relaunch touches
+// no connection already accepted, and new ones are accepted as before.
+// Stopping follows pt-spec.txt 3.4: close stdin, wait Config.StopTimeout,
+// SIGTERM, wait again, SIGKILL.
 //
 // Connections carry no CloseWrite: PTs such as obfs4proxy close both
 // directions when one ends, so a half-close would not reach the peer as

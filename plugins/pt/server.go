@@ -18,13 +18,17 @@ import (
 
 // Server is the server side of a PT method: each Listen launches the PT
 // in server mode, and the listener's Accept hands out the de-obfuscated
-// streams the PT forwards to a loopback ORPort listener of its own. Dial
-// is unsupported. A Server is safe for concurrent use. Its options may
-// hold secrets (obfs4proxy accepts its private key as one): it logs as
-// "[redacted]".
+// streams the PT forwards to a loopback ORPort listener of its own; the
+// listener launches the PT again if it exits. Dial is unsupported. A
+// Server is safe for concurrent use. Its options may hold secrets
+// (obfs4proxy accepts its private key as one): it logs as "[redacted]".
 type Server struct {
 	cfg  Config
 	opts string // TOR_PT_SERVER_TRANSPORT_OPTIONS, or ""
+
+	// The first wait before a relaunch and its cap; if zero,
+	// relaunchWait and relaunchWaitMax. Tests change them before Listen.
+	wait, waitMax time.Duration
 
 	mu         sync.Mutex
 	pub        transport.Params // ARGS of the newest SMETHOD line
@@ -87,6 +91,10 @@ func (s *Server) Prepare(ctx context.Context) (transport.Params, error) {
 	return s.Params(), nil
 }
 
+// setParams records the ARGS of a launch. ARGS other than the ones
+// recorded before are an error of the deployment: the gateway published
+// those in its invites. The values are not logged: they may be secret
+// (obfs4's cert is).
 func (s *Server) setParams(args transport.Params) {
 	if len(args) == 0 {
 		args = nil
@@ -94,7 +102,7 @@ func (s *Server) setParams(args transport.Params) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pub != nil && !maps.Equal(s.pub, args) {
-		s.cfg.logger().Warn("pt published new client parameters; invites with the old ones will fail")
+		s.cfg.logger().Error("pt published other client parameters than before: the published parameters changed and existing invites no longer work")
 	}
 	s.pub = args
 }
@@ -102,23 +110,42 @@ func (s *Server) setParams(args transport.Params) {
 // bindAddr checks a Listen address: an IP literal and a port, as
 // TOR_PT_SERVER_BINDADDR requires; an empty host means every IPv4
 // address.
-func bindAddr(addr string) (string, error) {
+func bindAddr(addr string) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
-		return ap.String(), nil
+		return ap, nil
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err == nil && host == "" {
 		if ap, err := netip.ParseAddrPort("0.0.0.0:" + port); err == nil {
-			return ap.String(), nil
+			return ap, nil
 		}
 	}
-	return "", fmt.Errorf("pt: listen %q: want an IP address and a port", addr)
+	return netip.AddrPort{}, fmt.Errorf("pt: listen %q: want an IP address and a port", addr)
+}
+
+// launch starts the PT in server mode with the protocol variables env and
+// returns it with the address of its SMETHOD line, whose ARGS become the
+// Server's parameters. Errors are *StartError.
+func (s *Server) launch(ctx context.Context, env []string) (*proc, netip.AddrPort, error) {
+	p, m, err := launch(ctx, &s.cfg, env, true)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	pub, err := netip.ParseAddrPort(m.addr)
+	if err != nil {
+		p.stop()
+		return nil, netip.AddrPort{}, &StartError{Binary: p.binary, Method: p.method, Err: ErrProtocol,
+			Detail: fmt.Sprintf("SMETHOD address %q is not an IP address and port", m.addr)}
+	}
+	s.setParams(m.args)
+	return p, pub, nil
 }
 
 // Listen launches the PT in server mode bound to addr (an IP literal and a
 // port; port 0 lets the PT choose) and returns a listener whose Addr is the
 // address in the PT's SMETHOD line. ctx bounds the launch, as does
-// Config.StartTimeout. Errors of the launch are *StartError.
+// Config.StartTimeout. Errors of the launch are *StartError. The listener
+// launches the PT again if it exits (see the package doc).
 func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, error) {
 	bind, err := bindAddr(addr)
 	if err != nil {
@@ -130,16 +157,17 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 		return nil, wrapErr("listen on loopback for the PT", err)
 	}
 	l := &listener{
+		srv:    s,
 		method: s.cfg.Method,
 		log:    s.cfg.logger(),
 		or:     or.(*net.TCPListener),
 		sem:    make(chan struct{}, 1),
 		done:   make(chan struct{}),
-		dead:   make(chan struct{}),
 	}
+	bindVar := "TOR_PT_SERVER_BINDADDR=" + s.cfg.Method + "-"
 	env := []string{
 		"TOR_PT_SERVER_TRANSPORTS=" + s.cfg.Method,
-		"TOR_PT_SERVER_BINDADDR=" + s.cfg.Method + "-" + bind,
+		bindVar + bind.String(),
 	}
 	if s.cfg.ExtORPort {
 		cookie, path, err := s.extCookie()
@@ -159,20 +187,17 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 	if s.opts != "" {
 		env = append(env, "TOR_PT_SERVER_TRANSPORT_OPTIONS="+s.opts)
 	}
-	p, m, err := launch(ctx, &s.cfg, env, true, l.exited)
+	p, pub, err := s.launch(ctx, env)
 	if err != nil {
 		or.Close()
 		return nil, err
 	}
-	pub, err := netip.ParseAddrPort(m.addr)
-	if err != nil {
-		p.stop()
-		or.Close()
-		return nil, &StartError{Binary: p.binary, Method: p.method, Err: ErrProtocol,
-			Detail: fmt.Sprintf("SMETHOD address %q is not an IP address and port", m.addr)}
+	if bind.Port() == 0 {
+		// A relaunch binds the port this PT chose, which clients know.
+		env[1] = bindVar + netip.AddrPortFrom(bind.Addr(), pub.Port()).String()
 	}
-	l.p, l.addr = p, net.TCPAddrFromAddrPort(pub)
-	s.setParams(m.args)
+	l.p, l.pub, l.addr, l.env = p, pub, net.TCPAddrFromAddrPort(pub), env
+	l.life, l.endLife = context.WithCancel(context.Background())
 	if l.cookie != nil {
 		l.ext = transport.NewHandshakeListener(l.or, transport.HandshakeConfig{
 			Transport:     "pt",
@@ -186,6 +211,7 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 			Logger:       l.log,
 		})
 	}
+	l.supervisor.Go(func() { l.supervise(p) })
 	return l, nil
 }
 
@@ -211,8 +237,17 @@ const (
 	extHandshakeTimeout = 10 * time.Second
 )
 
+// Waits before relaunching a listener's PT; see the package doc.
+const (
+	relaunchWait    = 100 * time.Millisecond
+	relaunchWaitMax = 30 * time.Second
+)
+
 // listener is a transport.Listener over the loopback listener that its PT
-// forwards streams to. It owns the PT process.
+// forwards streams to. It owns the PT process through its supervisor
+// goroutine, which relaunches the PT when it exits and stops it at Close.
+// The loopback listener stays open across relaunches: a new PT gets the
+// same environment, and Accept waits in the meantime.
 //
 // With plain ORPort, Accept is made ctx-aware without a goroutine of its
 // own, as transports/tcp's is: one Accept at a time waits in the kernel,
@@ -220,37 +255,102 @@ const (
 // it. With Extended ORPort, a transport.HandshakeListener over the same
 // loopback listener runs the handshakes and queues the connections.
 type listener struct {
+	srv    *Server
 	method string
 	log    *slog.Logger
 	or     *net.TCPListener
-	p      *proc
-	addr   *net.TCPAddr  // the SMETHOD address
-	sem    chan struct{} // plain: holds a token while an Accept waits in or.Accept
-	done   chan struct{} // closed by Close
-	dead   chan struct{} // closed when the PT exits on its own
+	pub    netip.AddrPort // the SMETHOD address
+	addr   *net.TCPAddr   // the same, for Addr
+	env    []string       // the PT's protocol variables, for every relaunch
+	sem    chan struct{}  // plain: holds a token while an Accept waits in or.Accept
+	done   chan struct{}  // closed by Close
 
 	cookie []byte                       // Extended ORPort cookie; nil for plain ORPort
 	ext    *transport.HandshakeListener // over or with Extended ORPort; else nil
 
-	deadOnce  sync.Once
-	exitErr   error // the PT's exit, written before dead is closed
+	// life ends at Close: it ends the supervisor's waits and cancels a
+	// relaunch in progress.
+	life       context.Context
+	endLife    context.CancelFunc
+	supervisor sync.WaitGroup
+
+	mu sync.Mutex
+	p  *proc // the newest PT process; the supervisor replaces it
+
 	closeOnce sync.Once
 }
 
-// exited is the PT's onExit: it wakes Accept for good.
-func (l *listener) exited(err error) {
-	l.deadOnce.Do(func() {
-		l.exitErr = err
-		close(l.dead)
-		l.or.Close()
-	})
+// supervise owns the listener's PT p from Listen to Close. When the PT
+// exits on its own (proc logs "pt exited"), it launches it again with the
+// same environment, waiting before each attempt: relaunchWait at first,
+// doubled after each failed attempt and each PT that exits again within
+// relaunchWaitMax, up to relaunchWaitMax. At Close it stops the PT.
+func (l *listener) supervise(p *proc) {
+	first, most := l.srv.wait, l.srv.waitMax
+	if first == 0 {
+		first = relaunchWait
+	}
+	if most == 0 {
+		most = relaunchWaitMax
+	}
+	wait := first
+	for restarts := 1; ; restarts++ {
+		up := time.Now()
+		select {
+		case <-l.life.Done():
+			p.stop()
+			return
+		case <-p.exited:
+		}
+		p.stop() // reaps its output readers; it has exited already
+		if time.Since(up) >= most {
+			wait = first
+		}
+		for {
+			t := time.NewTimer(wait)
+			select {
+			case <-l.life.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			wait = min(2*wait, most)
+			np, err := l.relaunch()
+			if err == nil {
+				p = np
+				break
+			}
+			if l.life.Err() != nil {
+				return
+			}
+			l.log.Warn("pt relaunch failed", "err", err, "retry_in", wait)
+		}
+		l.mu.Lock()
+		l.p = p
+		l.mu.Unlock()
+		l.log.Info("pt running again", "restarts", restarts, "addr", l.addr)
+	}
+}
+
+// relaunch launches the PT again with the listener's environment, for at
+// most Config.StartTimeout and until Close.
+func (l *listener) relaunch() (*proc, error) {
+	p, pub, err := l.srv.launch(l.life, l.env)
+	if err != nil {
+		return nil, err
+	}
+	if pub != l.pub {
+		l.log.Error("relaunched pt listens on another address than the published one; clients cannot reach it",
+			"addr", pub, "published", l.pub)
+	}
+	return p, nil
 }
 
 // Accept waits for the next stream the PT forwards, until ctx ends or the
-// listener is closed. After Close it returns an error wrapping
-// transport.ErrClosed; when ctx ends, one wrapping ctx.Err() (and
-// transport.ErrTimeout for a deadline); once the PT has exited on its
-// own, one wrapping ErrExited. Concurrent calls are served one at a time.
+// listener is closed; while the PT is being launched again, it waits. After
+// Close it returns an error wrapping transport.ErrClosed; when ctx ends,
+// one wrapping ctx.Err() (and transport.ErrTimeout for a deadline).
+// Concurrent calls are served one at a time.
 func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 	if l.ext != nil {
 		return l.acceptExt(ctx)
@@ -267,8 +367,6 @@ func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 		switch {
 		case isDone(l.done):
 			return nil, l.closedErr()
-		case isDone(l.dead):
-			return nil, l.deadErr()
 		case ctx.Err() != nil:
 			return nil, ctxErr("accept", ctx)
 		}
@@ -279,8 +377,6 @@ func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 		switch {
 		case isDone(l.done):
 			return nil, l.closedErr()
-		case isDone(l.dead):
-			return nil, l.deadErr()
 		case errors.Is(err, net.ErrClosed):
 			return nil, l.closedErr()
 		case ctx.Err() != nil:
@@ -313,8 +409,7 @@ func (l *listener) acceptOnce(ctx context.Context) (*net.TCPConn, error) {
 }
 
 // acceptExt is Accept with Extended ORPort: it takes the next handshaken
-// connection from ext. When the PT exits, exited closes or, which ends
-// ext's accepting and wakes it.
+// connection from ext.
 func (l *listener) acceptExt(ctx context.Context) (net.Conn, error) {
 	c, err := l.ext.Accept(ctx)
 	switch {
@@ -322,8 +417,6 @@ func (l *listener) acceptExt(ctx context.Context) (net.Conn, error) {
 		return c, nil
 	case isDone(l.done):
 		return nil, l.closedErr()
-	case isDone(l.dead):
-		return nil, l.deadErr()
 	case ctx.Err() != nil:
 		return nil, ctxErr("accept", ctx)
 	}
@@ -351,18 +444,21 @@ func (l *listener) extHandshake(ctx context.Context, raw net.Conn) (net.Conn, er
 
 // Close stops the listener and its PT (see the package doc): a pending
 // Accept returns transport.ErrClosed, and the connections the PT carried
-// end. With Extended ORPort it also interrupts the handshakes in progress,
-// closes the connections no Accept took, and waits for its goroutines.
-// Close is idempotent and returns nil.
+// end. It ends a wait before a relaunch and cancels a relaunch in
+// progress, and returns once the PT has stopped and the supervisor has
+// returned. With Extended ORPort it also interrupts the handshakes in
+// progress, closes the connections no Accept took, and waits for its
+// goroutines. Close is idempotent and returns nil.
 func (l *listener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
+		l.endLife()
 		if l.ext != nil {
-			l.ext.Close() //nolint:errcheck // or may be closed already, by exited
+			l.ext.Close() //nolint:errcheck // the listener is gone either way
 		} else {
 			l.or.Close()
 		}
-		l.p.stop()
+		l.supervisor.Wait()
 	})
 	return nil
 }
@@ -372,10 +468,6 @@ func (l *listener) Addr() net.Addr { return l.addr }
 
 func (l *listener) closedErr() error {
 	return fmt.Errorf("pt: %s accept on %s: %w", l.method, l.addr, transport.ErrClosed)
-}
-
-func (l *listener) deadErr() error {
-	return fmt.Errorf("pt: %s accept on %s: %w (%s)", l.method, l.addr, ErrExited, exitText(l.exitErr))
 }
 
 func isDone(c <-chan struct{}) bool {

@@ -221,7 +221,7 @@ func benchTransport(ctx context.Context, dir, name string, size int64, runs int,
 	if cover != nil {
 		defer cover.Close()
 	}
-	reg := newRegistry()
+	reg := newRegistry(nil)
 	tdir := filepath.Join(dir, name)
 	if err := os.MkdirAll(tdir, 0o700); err != nil {
 		return r, err

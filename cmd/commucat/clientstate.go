@@ -151,7 +151,7 @@ func connect(ctx context.Context, key *handshake.StaticKey, gw [32]byte, pad str
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if f.pts == nil {
-		pts, err := newPTClients(f.pt)
+		pts, err := newPTClients(f.pt, log)
 		if err != nil {
 			return nil, invite.Endpoint{}, err
 		}

@@ -250,7 +250,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	if cover != nil {
 		defer cover.Close()
 	}
-	reg := newRegistry()
+	reg := newRegistry(log)
 	var names []string
 	for _, l := range cfg.Listen {
 		names = append(names, l.Transport)

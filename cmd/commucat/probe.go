@@ -352,7 +352,7 @@ func transportProbes(f *probeFlags, log *slog.Logger) ([]probes.Probe, func(), e
 	}
 	// The built-in transports; endpoints of Tor pluggable transports
 	// are reported as x_bad_endpoint.
-	cfg := endpoint.Config{Transports: newRegistry(), DialTimeout: f.handshakeTimeout, Pings: 1}
+	cfg := endpoint.Config{Transports: newRegistry(nil), DialTimeout: f.handshakeTimeout, Pings: 1}
 	cleanup := nothing
 	if fileExists(filepath.Join(dir, deviceKeyFile)) && fileExists(filepath.Join(dir, certFile)) {
 		gw, err := handshake.ParsePublic(info.Gateway)

@@ -24,8 +24,16 @@ import (
 // option.
 const ptName = "pt"
 
-// ptServerFactory builds the gateway side of a PT endpoint.
-func ptServerFactory(p transport.Params, dir string) (transport.Transport, transport.Params, error) {
+// ptServerFactory returns the factory of the gateway side of a PT
+// endpoint; the PT's log lines and its exits and relaunches go to log
+// (nil: nowhere).
+func ptServerFactory(log *slog.Logger) transport.ServerFactory {
+	return func(p transport.Params, dir string) (transport.Transport, transport.Params, error) {
+		return ptServer(p, dir, log)
+	}
+}
+
+func ptServer(p transport.Params, dir string, log *slog.Logger) (transport.Transport, transport.Params, error) {
 	binary, method := p["binary"], p["method"]
 	if binary == "" || method == "" {
 		return nil, nil, fmt.Errorf("pt: parameters binary and method are required: %w", transport.ErrBadParams)
@@ -46,7 +54,7 @@ func ptServerFactory(p transport.Params, dir string) (transport.Transport, trans
 	delete(opts, "binary")
 	delete(opts, "method")
 	delete(opts, "ext_orport")
-	t, pub, err := pt.Config{Binary: binary, Method: method, ExtORPort: ext}.ServerFactory()(opts, dir)
+	t, pub, err := pt.Config{Binary: binary, Method: method, ExtORPort: ext, Logger: log}.ServerFactory()(opts, dir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -62,12 +70,13 @@ func ptServerFactory(p transport.Params, dir string) (transport.Transport, trans
 // client command, whatever the number of dials; Close stops them.
 type ptClients struct {
 	binaries map[string]string // method -> binary, from --pt
+	log      *slog.Logger      // for the PTs' log lines; nil: nowhere
 	mu       sync.Mutex
 	running  map[string]*pt.Client
 }
 
-func newPTClients(flags []string) (*ptClients, error) {
-	c := &ptClients{binaries: map[string]string{}, running: map[string]*pt.Client{}}
+func newPTClients(flags []string, log *slog.Logger) (*ptClients, error) {
+	c := &ptClients{binaries: map[string]string{}, log: log, running: map[string]*pt.Client{}}
 	for _, f := range flags {
 		method, bin, ok := strings.Cut(f, "=")
 		if !ok || method == "" || bin == "" {
@@ -116,7 +125,7 @@ func (c *ptClients) Factory(p transport.Params) (transport.Transport, error) {
 	if cl, ok := c.running[id.String()]; ok {
 		return sharedPT{cl}, nil
 	}
-	cl, err := pt.NewClient(pt.Config{Binary: bin, Method: method}, args)
+	cl, err := pt.NewClient(pt.Config{Binary: bin, Method: method, Logger: c.log}, args)
 	if err != nil {
 		return nil, err
 	}

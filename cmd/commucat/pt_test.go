@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +19,7 @@ import (
 // each client's address; the PT then gets an authentication cookie in
 // its state directory.
 func TestPTServerExtORPort(t *testing.T) {
-	if _, _, err := ptServerFactory(transport.Params{"binary": "/bin/true", "method": "obfs4", "ext_orport": "yes"}, t.TempDir()); !errors.Is(err, transport.ErrBadParams) {
+	if _, _, err := ptServerFactory(nil)(transport.Params{"binary": "/bin/true", "method": "obfs4", "ext_orport": "yes"}, t.TempDir()); !errors.Is(err, transport.ErrBadParams) {
 		t.Errorf("ext_orport: yes: %v, want ErrBadParams", err)
 	}
 	if testing.Short() {
@@ -34,7 +36,8 @@ func TestPTServerExtORPort(t *testing.T) {
 		if tt.ext != "" {
 			p["ext_orport"] = tt.ext
 		}
-		srv, _, err := ptServerFactory(p, dir)
+		var logs syncBuffer
+		srv, _, err := ptServerFactory(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))(p, dir)
 		if err != nil {
 			t.Fatalf("ext_orport %q: %v", tt.ext, err)
 		}
@@ -50,6 +53,10 @@ func TestPTServerExtORPort(t *testing.T) {
 		}
 		ln.Close()
 		transport.Close(srv) //nolint:errcheck // the test is over
+		// The gateway's log hears of its PT (exits, relaunches).
+		if !strings.Contains(logs.String(), `msg="pt started" component=pt pt=obfs4`) {
+			t.Errorf("ext_orport %q: the gateway's logger has no line of its PT:\n%s", tt.ext, logs.String())
+		}
 	}
 }
 
@@ -58,7 +65,7 @@ func TestPTServerExtORPort(t *testing.T) {
 // transports it was given; that must not stop the PT under the next
 // session's dials.
 func TestPTClientShared(t *testing.T) {
-	c, err := newPTClients([]string{"obfs4=/bin/true"})
+	c, err := newPTClients([]string{"obfs4=/bin/true"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +95,7 @@ func TestPTClientShared(t *testing.T) {
 // TestPTClientKey: endpoints whose parameters differ get PT processes of
 // their own, even where a value holds the ';' and '=' that join them.
 func TestPTClientKey(t *testing.T) {
-	c, err := newPTClients([]string{"obfs4=/bin/true"})
+	c, err := newPTClients([]string{"obfs4=/bin/true"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,13 +47,13 @@ func TestNetPolicyVerdicts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			n := openNetPolicy(dir, newRegistry(), slog.New(slog.DiscardHandler))
+			n := openNetPolicy(dir, newRegistry(nil), slog.New(slog.DiscardHandler))
 			for _, v := range tt.verdicts {
 				n.Verdict(v)
 			}
 			n.close()
 			// A new run starts from the saved states.
-			m := openNetPolicy(dir, newRegistry(), slog.New(slog.DiscardHandler))
+			m := openNetPolicy(dir, newRegistry(nil), slog.New(slog.DiscardHandler))
 			defer m.close()
 			var got []string
 			for _, e := range m.order(eps) {
@@ -89,7 +89,7 @@ func TestNetPolicyProbe(t *testing.T) {
 	}
 	deadAddr := dead.Addr().String()
 	dead.Close()
-	n := openNetPolicy("", newRegistry(), slog.New(slog.DiscardHandler))
+	n := openNetPolicy("", newRegistry(nil), slog.New(slog.DiscardHandler))
 	live := invite.Endpoint{Transport: "tcp", Addr: ln.Addr().String()}
 	n.probe([]invite.Endpoint{live, {Transport: "tcp", Addr: deadAddr}})
 	n.wait()
@@ -104,7 +104,7 @@ func TestNetPolicyProbe(t *testing.T) {
 
 func TestNetPolicyReportAndTactics(t *testing.T) {
 	dir := t.TempDir()
-	n := openNetPolicy(dir, newRegistry(), slog.New(slog.DiscardHandler))
+	n := openNetPolicy(dir, newRegistry(nil), slog.New(slog.DiscardHandler))
 	at := time.Now()
 	n.Verdict(probes.Verdict{Transport: "quic", Addr: "a:443", State: probes.StateBlocked, At: at})
 	n.Verdict(probes.Verdict{Transport: "quic", Addr: "b:443", State: probes.StateOK, At: at.Add(time.Second)})
@@ -117,7 +117,7 @@ func TestNetPolicyReportAndTactics(t *testing.T) {
 	}
 	n.onTactics([]string{"tcp", "quic"})
 	n.close()
-	m := openNetPolicy(dir, newRegistry(), slog.New(slog.DiscardHandler))
+	m := openNetPolicy(dir, newRegistry(nil), slog.New(slog.DiscardHandler))
 	defer m.close()
 	if diff := cmp.Diff([]string{"tcp", "quic"}, m.pol.Preference()); diff != "" {
 		t.Errorf("preference after reload (-want +got):\n%s", diff)

@@ -46,13 +46,13 @@ var builtin = []struct {
 
 // newRegistry returns the built-in transports, client and gateway sides,
 // and the gateway side of Tor PT managed proxies.
-func newRegistry() *transport.Registry {
+func newRegistry(log *slog.Logger) *transport.Registry {
 	r := new(transport.Registry)
 	for _, t := range builtin {
 		r.Register(t.name, t.client)
 		r.RegisterServer(t.name, t.server)
 	}
-	r.RegisterServer(ptName, ptServerFactory)
+	r.RegisterServer(ptName, ptServerFactory(log))
 	return r
 }
 
@@ -61,7 +61,7 @@ func newRegistry() *transport.Registry {
 // transports (reality, websocket) send instead of the invite's preset.
 func newClientRegistry(hello string, pts *ptClients) (*transport.Registry, error) {
 	if hello == "" {
-		r := newRegistry()
+		r := newRegistry(nil)
 		r.Register(ptName, pts.Factory)
 		return r, nil
 	}

@@ -216,6 +216,12 @@ var (
 	ErrDuplicate = errors.New("plugins: transport name already registered")
 	// ErrNotFound is returned for a plugin name that Discover did not find.
 	ErrNotFound = errors.New("plugins: no such plugin")
+	// ErrChanged is the reason an unpinned plugin whose binary changed
+	// after discovery is not restarted: the host runs only what it found.
+	ErrChanged = errors.New("plugins: binary changed")
+	// ErrShadowed is the Info.Err of a binary not used because one of the
+	// same name comes first in the folders.
+	ErrShadowed = errors.New("plugins: shadowed")
 )
 
 // VersionError is the reason a plugin speaking another plugin protocol
@@ -349,7 +355,7 @@ func (h *Host) Discover() ([]Info, error) {
 		}
 		if p, ok := h.plugins[f.Name]; ok {
 			if p.info.Path != f.Path {
-				f.Err = fmt.Errorf("plugins: shadowed by %s", p.info.Path)
+				f.Err = fmt.Errorf("%w by %s", ErrShadowed, p.info.Path)
 				shadowed = append(shadowed, f)
 			}
 			continue
@@ -392,7 +398,7 @@ func (h *Host) Scan() ([]Info, error) {
 	seen := make(map[string]string)
 	for i, f := range found {
 		if first, ok := seen[f.Name]; ok {
-			found[i].Err = fmt.Errorf("plugins: shadowed by %s", first)
+			found[i].Err = fmt.Errorf("%w by %s", ErrShadowed, first)
 			continue
 		}
 		seen[f.Name] = f.Path

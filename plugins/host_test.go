@@ -339,3 +339,30 @@ func TestPluginEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestNotAPlugin checks the refusal of a binary that does not speak the
+// go-plugin handshake: one sentence, with the first line it wrote, which
+// is often its only clue (a usage text).
+func TestNotAPlugin(t *testing.T) {
+	for _, tt := range []struct{ script, want string }{
+		{"#!/bin/sh\necho 'usage: frob [-x]'\nexit 2\n", `it wrote "usage: frob [-x]" on its standard output instead of the go-plugin handshake`},
+		{"#!/bin/sh\nexit 3\n", "it exited before writing anything on its standard output instead of the go-plugin handshake"},
+	} {
+		bin := filepath.Join(t.TempDir(), "frob")
+		if err := os.WriteFile(bin, []byte(tt.script), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		h, err := NewHost(HostConfig{Dirs: []string{pluginDir(t, map[string]string{"frob": bin})}}, testLog(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		infos, err := h.Discover()
+		h.Close()
+		if err != nil || len(infos) != 1 {
+			t.Fatalf("Discover = %v, %v; want one plugin", infos, err)
+		}
+		if msg := fmt.Sprint(infos[0].Err); !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
+			t.Errorf("refusal %q; want one line with %q", msg, tt.want)
+		}
+	}
+}

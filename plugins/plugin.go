@@ -325,18 +325,32 @@ func (p *plugin) start(ctx context.Context, n int) (*generation, error) {
 	return g, nil
 }
 
+// unrecognized starts go-plugin's error for a binary whose first line on
+// its standard output is not the handshake; the line follows.
+const unrecognized = "Unrecognized remote plugin message: "
+
 // startErr explains why go-plugin could not start the plugin.
 func (p *plugin) startErr(err error) error {
 	name := p.info.Name
 	switch {
-	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
+	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch) && p.info.Pinned:
 		return permanent(fmt.Errorf("%w: %s changed since it was discovered; check it, pin it again (%s) and restart", ErrPinMismatch, name, p.h.pinHint(name)))
+	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
+		// Not pinned: the host still runs only the binary it discovered.
+		return permanent(fmt.Errorf("%w: %s changed since it was discovered; restart to use the new binary", ErrChanged, name))
 	case versionRE.MatchString(err.Error()):
 		v, _ := strconv.Atoi(versionRE.FindStringSubmatch(err.Error())[1])
 		return permanent(&VersionError{Name: name, Plugin: v, Host: proto.ProtocolVersion, HostMin: proto.MinProtocolVersion})
-	case strings.Contains(err.Error(), "Unrecognized remote plugin message"):
-		// go-plugin's message for this spans a dozen lines of guesses.
-		return fmt.Errorf("plugins: start %s: it exited or wrote something else before the go-plugin handshake on its standard output: not a CommuCat plugin, or it failed at start (its standard error is in the log)", name)
+	case strings.Contains(err.Error(), unrecognized):
+		// go-plugin's message for this spans a dozen lines of guesses
+		// around the first line the binary wrote, if any.
+		_, first, _ := strings.Cut(err.Error(), unrecognized)
+		first, _, _ = strings.Cut(first, "\n")
+		said := "exited before writing anything"
+		if first != "" {
+			said = fmt.Sprintf("wrote %.200q", first)
+		}
+		return fmt.Errorf("plugins: start %s: it %s on its standard output instead of the go-plugin handshake: not a CommuCat plugin, or it failed at start (its standard error is in the log)", name, said)
 	}
 	return fmt.Errorf("plugins: start %s: %w", name, err)
 }
@@ -480,10 +494,10 @@ type generation struct {
 	mu       sync.Mutex
 	lastFlow uint64
 	flows    map[uint64]*hostFlow
-	// ends counts the EOF and DGRAM_EOF messages for flows the host has
-	// forgotten, against forgot, the flows it forgot: a plugin sends at
-	// most one of each per flow, so a plugin that sends more is cut off
-	// instead of keeping the control reader busy.
+	// ends counts the EOF, DGRAM_EOF and HANDOVER messages for flows the
+	// host has forgotten, against forgot, the flows it forgot: a plugin
+	// sends at most one of each per flow, so a plugin that sends more is
+	// cut off instead of keeping the control reader busy.
 	ends, forgot uint64
 }
 
@@ -613,12 +627,13 @@ func (g *generation) handleCtl(m ctl.Msg, fds []int) error {
 	}
 	f := g.flows[m.Flow]
 	switch {
-	case m.Type == ctl.TypeHandOver:
 	case f == nil:
 		g.ends++
-		if g.ends > 2*g.forgot {
-			return &ctl.ViolationError{Reason: fmt.Sprintf("more EOF and DGRAM_EOF messages than flows (%s for flow %d)", m.Type, m.Flow)}
+		if g.ends > 3*g.forgot {
+			closeFDs(fds)
+			return &ctl.ViolationError{Reason: fmt.Sprintf("more messages for closed flows than they could have sent (%s for flow %d)", m.Type, m.Flow)}
 		}
+	case m.Type == ctl.TypeHandOver:
 	case m.Type == ctl.TypeEOF && f.eof, m.Type == ctl.TypeDgramEOF && f.dgramEOF:
 		return &ctl.ViolationError{Reason: fmt.Sprintf("second %s for flow %d", m.Type, m.Flow)}
 	case m.Type == ctl.TypeEOF:

@@ -133,6 +133,11 @@ func fakePT(mode string) int {
 		say("CMETHOD %s socks5 127.0.0.1:1", method)
 		say("CMETHODS DONE")
 		return waitStdin()
+	case "malformed-smethod":
+		say("VERSION 1")
+		say("SMETHOD other 127.0.0.1:1 ARGS:cert=other-method-secret")
+		say("SMETHOD %s ARGS:cert=malformed-line-secret", method) // no address
+		return waitStdin()
 	case "malformed":
 		say("VERSION 1")
 		say("CMETHOD %s socks5", method)

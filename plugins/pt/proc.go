@@ -243,6 +243,11 @@ func (p *proc) setup(ctx context.Context, timeout time.Duration, server, proxy b
 		m, err := parseLine(line)
 		if err != nil {
 			if k := keywords[firstWord(line)]; k != kindUnknown && k != kindLog && k != kindStatus {
+				if k == kindSmethod {
+					// Neither the line nor the parser's words: its ARGS
+					// are the secrets clients need (obfs4's cert).
+					return fail(ErrProtocol, "a malformed SMETHOD line (not shown: its ARGS may hold secrets)")
+				}
 				return fail(ErrProtocol, fmt.Sprintf("%v in %q", strings.TrimPrefix(err.Error(), "pt: "), clip(line)))
 			}
 			p.log.Debug("pt stdout line ignored", "err", err, "line", clip(line))
@@ -283,6 +288,8 @@ func (p *proc) setup(ctx context.Context, timeout time.Duration, server, proxy b
 				p.log.Debug("pt ready", "socks", found.addr, "protocol", found.proto)
 			}
 			return *found, nil
+		case m.kind == kindSmethod:
+			p.log.Debug("pt SMETHOD line of another method ignored", "method", m.method) // its ARGS may be secrets
 		default:
 			p.log.Debug("pt stdout line ignored", "line", clip(line))
 		}

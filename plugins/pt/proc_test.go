@@ -96,6 +96,34 @@ func TestStartErrors(t *testing.T) {
 	}
 }
 
+// TestMalformedSmethodSecret checks that a server PT's malformed SMETHOD
+// line, and the SMETHOD line of another method, whose ARGS hold the
+// secrets clients need, reach neither the error nor the log.
+func TestMalformedSmethodSecret(t *testing.T) {
+	cfg, rec := fakeConfig(t, "malformed-smethod")
+	cfg.StateDir = t.TempDir()
+	srv, err := NewServer(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := srv.Listen(t.Context(), "127.0.0.1:0")
+	if err == nil {
+		ln.Close()
+		t.Fatal("Listen succeeded on a malformed SMETHOD line")
+	}
+	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "malformed SMETHOD line") {
+		t.Errorf("Listen: %v; want ErrProtocol naming the malformed SMETHOD line", err)
+	}
+	for _, secret := range []string{"malformed-line-secret", "other-method-secret"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error shows a secret: %v", err)
+		}
+		if rec.contains(secret) {
+			t.Errorf("a log record shows a secret:\n%s", strings.Join(rec.messages(), "\n"))
+		}
+	}
+}
+
 // TestStartTimeout checks a PT that never finishes its set-up and ignores
 // stdin and SIGTERM: the launch times out and the PT is killed.
 func TestStartTimeout(t *testing.T) {

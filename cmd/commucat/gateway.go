@@ -265,6 +265,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	var eps []gateway.Endpoint
 	var public []transport.Params
 	var served []configs.Listen // the entries of cfg.Listen in eps
+	var unserved []string       // the transports of the others
 	for i, l := range cfg.Listen {
 		tdir := filepath.Join(dir, "transports", l.Transport)
 		if err := os.MkdirAll(tdir, 0o700); err != nil {
@@ -275,6 +276,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 			// A plugin that was refused or crashed must not take the
 			// other transports down with it.
 			log.Error("endpoint not served", "listen", i, "transport", l.Transport, "err", err)
+			unserved = append(unserved, l.Transport)
 			continue
 		}
 		if err != nil {
@@ -352,6 +354,9 @@ func runGateway(ctx context.Context, cmd *cobra.Command, dir string, cfg *config
 	fmt.Fprintf(out, "signing:   %s\n", base64.RawURLEncoding.EncodeToString(keys.signing.Public()))
 	for i, a := range addrs {
 		fmt.Fprintf(out, "listening: %s %s\n", served[i].Transport, a)
+	}
+	for _, name := range unserved {
+		fmt.Fprintf(out, "not serving: %s (its plugin was refused or could not start; see the log)\n", name)
 	}
 	var wg sync.WaitGroup
 	if o != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"text/tabwriter"
@@ -126,12 +127,24 @@ func parsePluginSettings(b []byte) (pluginSettings, error) {
 	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
 		if te, ok := errors.AsType[*yaml.TypeError](err); ok {
 			for i, m := range te.Errors {
-				te.Errors[i] = unknownFieldRE.ReplaceAllString(m, "unknown field $1 (known: dirs, require_pinned, pins, ring_flows, env)")
+				te.Errors[i] = unknownFieldRE.ReplaceAllString(m, "unknown field $1 (known: "+pluginSettingsKeys()+")")
 			}
 		}
 		return pluginSettings{}, err
 	}
 	return s, nil
+}
+
+// pluginSettingsKeys lists the keys of pluginsFile, from pluginSettings'
+// yaml tags.
+func pluginSettingsKeys() string {
+	var keys []string
+	for f := range reflect.TypeFor[pluginSettings]().Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return strings.Join(keys, ", ")
 }
 
 // unknownFieldRE matches the yaml package's message for a key that names
@@ -247,7 +260,7 @@ for its name, version and capabilities, then stopped.`,
 				case in.Err != nil:
 					status = "refused: " + strings.Join(strings.Fields(terminalText(in.Err.Error())), " ") // one line
 				case isBuiltin(in.Name):
-					status = "ok, not used: the built-in " + in.Name + " is"
+					status = "not used: shadowed by the built-in " + in.Name
 				}
 				if errors.Is(in.Err, plugins.ErrPinMismatch) {
 					pinned = "mismatch"
@@ -259,7 +272,9 @@ for its name, version and capabilities, then stopped.`,
 				return err
 			}
 			if params {
-				printPluginParams(cmd.OutOrStdout(), infos)
+				if err := printPluginParams(cmd.OutOrStdout(), infos); err != nil {
+					return err
+				}
 			}
 			return h.Close()
 		},
@@ -272,12 +287,14 @@ for its name, version and capabilities, then stopped.`,
 // printPluginParams writes the parameters each plugin of infos says it
 // accepts, with the roles that take them; the plugin's own words are made
 // safe for a terminal.
-func printPluginParams(out io.Writer, infos []plugins.Info) {
+func printPluginParams(out io.Writer, infos []plugins.Info) error {
 	for _, in := range infos {
 		if len(in.Params) == 0 {
 			continue
 		}
-		fmt.Fprintf(out, "\n%s parameters:\n", in.Name)
+		if _, err := fmt.Fprintf(out, "\n%s parameters:\n", in.Name); err != nil {
+			return err
+		}
 		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		for _, p := range in.Params {
 			var roles []string
@@ -292,8 +309,11 @@ func printPluginParams(out io.Writer, infos []plugins.Info) {
 			}
 			fmt.Fprintf(w, "  %s\t%s\t%s\n", terminalText(p.Name), orDash(strings.Join(roles, ",")), terminalText(p.Doc))
 		}
-		w.Flush() //nolint:errcheck // out's error shows in the table's Flush
+		if err := w.Flush(); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 func newPluginPinCmd() *cobra.Command {

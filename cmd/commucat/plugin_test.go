@@ -39,7 +39,8 @@ func TestPluginListAndPin(t *testing.T) {
 	if err != nil {
 		t.Fatalf("plugin list: %v\n%s", err, out)
 	}
-	for _, want := range []string{"NAME", "tcp", "dev", "stream,client,server", bin, " ok"} {
+	// tcp is also built in, so the plugin is listed but not used.
+	for _, want := range []string{"NAME", "tcp", "dev", "stream,client,server", bin, "not used: shadowed by the built-in tcp"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plugin list lacks %q:\n%s", want, out)
 		}
@@ -67,7 +68,7 @@ func TestPluginListAndPin(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = runPluginCmd(t, "list", "--state", state)
-	if err != nil || !strings.Contains(out, " yes ") || !strings.Contains(out, " ok") {
+	if err != nil || !strings.Contains(out, " yes ") || !strings.Contains(out, "not used: shadowed") {
 		t.Errorf("plugin list after pin: %v\n%s", err, out)
 	}
 
@@ -240,6 +241,12 @@ func TestUnusablePlugin(t *testing.T) {
 	if err := unusablePlugin("x", []plugins.Info{{Name: "x"}}, nil); err != nil {
 		t.Errorf("unusablePlugin of a usable plugin = %v", err)
 	}
+	// The same name in two folders: Discover lists the shadowed copy
+	// first; the one used decides.
+	twice := []plugins.Info{{Name: "x", Err: fmt.Errorf("%w by /a/commucat-transport-x", plugins.ErrShadowed)}, {Name: "x", Path: "/a/commucat-transport-x"}}
+	if err := unusablePlugin("x", twice, nil); err != nil {
+		t.Errorf("unusablePlugin of a usable plugin that shadows another = %v", err)
+	}
 }
 
 // TestStateDirRole checks that gateway and client commands refuse each
@@ -264,13 +271,15 @@ func TestStateDirRole(t *testing.T) {
 
 func TestPrintPluginParams(t *testing.T) {
 	var b strings.Builder
-	printPluginParams(&b, []plugins.Info{
+	if err := printPluginParams(&b, []plugins.Info{
 		{Name: "none"},
 		{Name: "tlsplain", Params: []plugins.Param{
 			{Name: "pin", Doc: "the gateway's key\x1b[2J", Client: true, Required: true},
 			{Name: "sni", Doc: "server name", Client: true, Server: true},
 		}},
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	out := b.String()
 	for _, want := range []string{"tlsplain parameters:", "pin  client,required", `the gateway's key\x1b[2J`, "sni  client,server    server name"} {
 		if !strings.Contains(out, want) {

@@ -29,7 +29,7 @@ func TestGatewayPluginRefused(t *testing.T) {
 	if err := savePluginSettings(state, pluginSettings{Dirs: []string{plugins}}); err != nil {
 		t.Fatal(err)
 	}
-	gateway := func(t *testing.T, yaml string) (out, logs *syncBuffer, stop func() error, exited chan error) {
+	gateway := func(t *testing.T, yaml string) (out, logs *syncBuffer, stop func() error, exited chan struct{}) {
 		t.Helper()
 		config := filepath.Join(t.TempDir(), "gateway.yaml")
 		if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
@@ -41,13 +41,18 @@ func TestGatewayPluginRefused(t *testing.T) {
 		root.SetOut(out)
 		root.SetErr(logs)
 		root.SetArgs([]string{"gateway", "--state", state, "--config", config})
-		exited = make(chan error, 1)
-		go func() { exited <- root.ExecuteContext(ctx) }()
+		// exited is closed when the gateway has returned result.
+		var result error
+		exited = make(chan struct{})
+		go func() {
+			result = root.ExecuteContext(ctx)
+			close(exited)
+		}()
 		stop = sync.OnceValue(func() error {
 			cancel()
 			select {
-			case err := <-exited:
-				return err
+			case <-exited:
+				return result
 			case <-time.After(time.Minute):
 				return errors.New("the gateway did not stop within a minute")
 			}
@@ -56,30 +61,31 @@ func TestGatewayPluginRefused(t *testing.T) {
 		return out, logs, stop, exited
 	}
 
+	const noOps = "ops:\n  listen: \"\"\n" // not the default port, which may be taken
 	t.Run("with another endpoint", func(t *testing.T) {
-		out, logs, stop, exited := gateway(t, "listen:\n  - transport: tcp\n    address: 127.0.0.1:0\n  - transport: crashy\n    address: 127.0.0.1:0\n")
-		for deadline := time.Now().Add(time.Minute); !strings.Contains(out.String(), "listening: tcp "); time.Sleep(20 * time.Millisecond) {
+		out, logs, stop, exited := gateway(t, "listen:\n  - transport: tcp\n    address: 127.0.0.1:0\n  - transport: crashy\n    address: 127.0.0.1:0\n"+noOps)
+		for deadline := time.Now().Add(time.Minute); !strings.Contains(out.String(), "make an invite with"); time.Sleep(20 * time.Millisecond) {
 			select {
-			case err := <-exited:
-				t.Fatalf("the gateway exited: %v\n%s\n%s", err, out.String(), logs.String())
+			case <-exited:
+				t.Fatalf("the gateway exited: %v\n%s\n%s", stop(), out.String(), logs.String())
 			default:
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the gateway did not announce its tcp endpoint within a minute:\n%s\n%s", out.String(), logs.String())
+				t.Fatalf("the gateway did not finish starting within a minute:\n%s\n%s", out.String(), logs.String())
 			}
 		}
 		if err := stop(); err != nil {
 			t.Errorf("gateway: %v", err)
 		}
-		if strings.Contains(out.String(), "listening: crashy") {
-			t.Errorf("the refused plugin's endpoint was announced:\n%s", out.String())
+		if o := out.String(); !strings.Contains(o, "listening: tcp ") || strings.Contains(o, "listening: crashy") || !strings.Contains(o, "not serving: crashy (") {
+			t.Errorf("tcp not served, or the refused plugin's endpoint announced or not said to be missing:\n%s", o)
 		}
 		if l := logs.String(); !strings.Contains(l, "endpoint not served") || !strings.Contains(l, "crashy") {
 			t.Errorf("no log line says why crashy is not served:\n%s", l)
 		}
 	})
 	t.Run("alone", func(t *testing.T) {
-		_, logs, stop, _ := gateway(t, "listen:\n  - transport: crashy\n    address: 127.0.0.1:0\n")
+		_, logs, stop, _ := gateway(t, "listen:\n  - transport: crashy\n    address: 127.0.0.1:0\n"+noOps)
 		err := stop()
 		if err == nil || !strings.Contains(err.Error(), "commucat-transport-crashy refused") || strings.Contains(err.Error(), "unknown transport") {
 			t.Errorf("gateway with only a refused plugin = %v; want its refusal\n%s", err, logs.String())

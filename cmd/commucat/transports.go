@@ -237,7 +237,7 @@ func addPlugins(dir string, names []string, r *transport.Registry, log *slog.Log
 		log.Debug("plugins shadowed by built-in transports", "err", err)
 	}
 	for _, n := range need {
-		if err := unusablePlugin(n, infos, dirs); err != nil {
+		if err := unusablePlugin(n, infos, dirs); err != nil && !slices.Contains(r.Names(), n) {
 			r.Register(n, func(transport.Params) (transport.Transport, error) { return nil, err })
 			r.RegisterServer(n, func(transport.Params, string) (transport.Transport, transport.Params, error) { return nil, nil, err })
 		}
@@ -255,8 +255,8 @@ var errPluginRefused = errors.New("refused")
 // refused plugin's name would be reported as an unknown transport.
 func unusablePlugin(name string, infos []plugins.Info, dirs []string) error {
 	for _, in := range infos {
-		if in.Name != name {
-			continue
+		if in.Name != name || errors.Is(in.Err, plugins.ErrShadowed) {
+			continue // the binary used comes first in the folders
 		}
 		if in.Err != nil {
 			return fmt.Errorf("plugin %s %w: %w", in.Path, errPluginRefused, in.Err)

@@ -366,3 +366,53 @@ func TestNotAPlugin(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultDirs checks the default folders: plugins/ in the state
+// directory first, then plugins/ beside the running binary (here the
+// test binary), and that a host finds a plugin in each.
+func TestDefaultDirs(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		t.Fatal(err)
+	}
+	beside := filepath.Join(filepath.Dir(exe), "plugins")
+	if _, err := os.Stat(beside); err == nil {
+		t.Skipf("%s exists already; not touching it", beside)
+	}
+	if err := os.Mkdir(beside, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(beside) })
+	state := t.TempDir()
+	if err := os.Mkdir(filepath.Join(state, "plugins"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{filepath.Join(state, "plugins"), beside}; !slices.Equal(DefaultDirs(state), want) {
+		t.Fatalf("DefaultDirs = %v; want %v", DefaultDirs(state), want)
+	}
+	tcp := buildPlugin(t, "tcp", "./cmd/commucat-transport-tcp")
+	for _, l := range []string{filepath.Join(state, "plugins", proto.BinaryPrefix+"one"), filepath.Join(beside, proto.BinaryPrefix+"two")} {
+		if err := os.Symlink(tcp, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := NewHost(HostConfig{StateDir: state}, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	infos, err := h.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, in := range infos {
+		got = append(got, in.Name+" "+filepath.Dir(in.Path))
+	}
+	if want := []string{"one " + filepath.Join(state, "plugins"), "two " + beside}; !slices.Equal(got, want) {
+		t.Errorf("Scan found %v; want %v", got, want)
+	}
+}

@@ -333,6 +333,16 @@ func TestPluginEnv(t *testing.T) {
 			if _, ok := env["COMMUCAT_TEST_HOST_ONLY"]; ok {
 				t.Error("the host's environment leaked in")
 			}
+			// The rest is the protocols' own: go-plugin's (with the
+			// host's certificate for AutoMTLS) and the control socket.
+			if !strings.Contains(env["PLUGIN_CLIENT_CERT"], "BEGIN CERTIFICATE") {
+				t.Error("no PLUGIN_CLIENT_CERT: the host does not ask for mutual TLS (AutoMTLS)")
+			}
+			for k := range env {
+				if !strings.HasPrefix(k, "PLUGIN_") && !strings.HasPrefix(k, "COMMUCAT_PLUGIN_") && !slices.ContainsFunc(tt.want, func(kv string) bool { return strings.HasPrefix(kv, k+"=") }) {
+					t.Errorf("variable %s in the plugin's environment, which is to hold only the protocol's and the configured ones", k)
+				}
+			}
 			if tt.name == "hangdial" && env["GOMAXPROCS"] != "" {
 				t.Errorf("hangdial got good's GOMAXPROCS")
 			}

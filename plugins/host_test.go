@@ -426,3 +426,23 @@ func TestDefaultDirs(t *testing.T) {
 		t.Errorf("Scan found %v; want %v", got, want)
 	}
 }
+
+// TestLargeParams checks that the plugin's gRPC server takes requests
+// over gRPC's default 4 MiB (the SDK raises its limit): parameters that
+// big are unusual, but refusing them would look like the plugin broke
+// the protocol and get it cut off.
+func TestLargeParams(t *testing.T) {
+	h, r := startHost(t, HostConfig{}, pluginDir(t, map[string]string{"good": faultyBin(t)}))
+	old := currentGen(t, h, "good")
+	// The plugin's transport (TCP) refuses a parameter it does not know:
+	// the request reached it.
+	_, err := r.New("good", transport.Params{"big": strings.Repeat("x", 5<<20)})
+	if !errors.Is(err, transport.ErrBadParams) || !strings.Contains(err.Error(), "unknown parameters big") {
+		t.Errorf("New with a 5 MiB parameter = %v; want the transport's own refusal of it", err)
+	}
+	select {
+	case <-old.dead:
+		t.Fatalf("plugin cut off: %v", old.reason)
+	default:
+	}
+}

@@ -809,8 +809,22 @@ func (c *conn) why(ctlErr error) string {
 	if ctlErr != nil || c.g.isDead() {
 		return "the plugin exited"
 	}
-	return "the plugin's connection failed"
+	// A dying process's sockets close one by one, and its control socket
+	// (whose end tells the host) need not be the first: a flow that ended
+	// abnormally waits a moment for it. Only such ends pay the wait.
+	t := time.NewTimer(whyWait)
+	defer t.Stop()
+	select {
+	case <-c.g.ctlDone:
+		return "the plugin exited"
+	case <-t.C:
+		return "the plugin's connection failed"
+	}
 }
+
+// whyWait bounds how long why waits to learn whether the plugin died: far
+// longer than a process's exit takes to close its descriptors.
+const whyWait = 100 * time.Millisecond
 
 // Write writes to the flow. Once the plugin's process is gone it fails
 // at once, as a socket whose other end closed would: a ring would take

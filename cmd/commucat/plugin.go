@@ -7,10 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -274,6 +276,13 @@ for its name, version and capabilities, then stopped.`,
 			if params {
 				if err := printPluginParams(cmd.OutOrStdout(), infos); err != nil {
 					return err
+				}
+			}
+			if s, err := loadPluginSettings(dir); err == nil {
+				for _, name := range slices.Sorted(maps.Keys(s.Env)) {
+					if !slices.ContainsFunc(infos, func(in plugins.Info) bool { return in.Name == name }) {
+						fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: env names %s, but no plugin of that name was found\n", filepath.Join(dir, pluginsFile), name)
+					}
 				}
 			}
 			return h.Close()

@@ -85,6 +85,16 @@ func TestPluginListAndPin(t *testing.T) {
 	if out, err := runPluginCmd(t, "pin", "nosuch", "--state", state); err == nil {
 		t.Errorf("plugin pin nosuch succeeded:\n%s", out)
 	}
+
+	// env for a name no plugin has, such as a typo, is worth a word.
+	s.Env = map[string][]string{"tcp": {"GOGC=200"}, "tpc": {"GOGC=200"}}
+	if err := savePluginSettings(state, s); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runPluginCmd(t, "list", "--state", state)
+	if err != nil || !strings.Contains(out, "env names tpc, but no plugin of that name was found") || strings.Contains(out, "env names tcp") {
+		t.Errorf("plugin list with env for a missing plugin: %v\n%s", err, out)
+	}
 }
 
 func TestPluginSettingsRingFlows(t *testing.T) {

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/commucat/commucat/core/transport"
 )
 
 // TestCloseDrains checks that Close lets open connections finish before
@@ -40,17 +38,7 @@ func TestCloseDrains(t *testing.T) {
 	})
 	t.Run("left open", func(t *testing.T) {
 		var logs bytes.Buffer // slogTo locks it; read once Close has stopped everything
-		h, err := NewHost(HostConfig{DrainTimeout: 100 * time.Millisecond, Dirs: []string{pluginDir(t, map[string]string{"good": faultyBin(t)})}}, slogTo(&logs))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := h.Discover(); err != nil {
-			t.Fatal(err)
-		}
-		r := new(transport.Registry)
-		if err := h.Register(r); err != nil {
-			t.Fatal(err)
-		}
+		h, r := startHostLog(t, HostConfig{DrainTimeout: 100 * time.Millisecond}, pluginDir(t, map[string]string{"good": faultyBin(t)}), slogTo(&logs))
 		c, _, _ := echoConn(t, r, "good")
 		defer c.Close()
 		within(t, "Close with a connection left open", func() {

@@ -352,20 +352,7 @@ func TestGarbage(t *testing.T) {
 
 func TestStderrJunk(t *testing.T) {
 	var logs bytes.Buffer
-	dir := pluginDir(t, map[string]string{"stderrjunk": faultyBin(t)})
-	cfg := HostConfig{Dirs: []string{dir}}
-	h, err := NewHost(cfg, slogTo(&logs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if _, err := h.Discover(); err != nil {
-		t.Fatal(err)
-	}
-	r := new(transport.Registry)
-	if err := h.Register(r); err != nil {
-		t.Fatal(err)
-	}
+	h, r := startHostLog(t, HostConfig{}, pluginDir(t, map[string]string{"stderrjunk": faultyBin(t)}), slogTo(&logs))
 	c, _, _ := echoConn(t, r, "stderrjunk")
 	roundTrip(t, c, "still serving")
 	c.Close()

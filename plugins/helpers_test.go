@@ -118,8 +118,14 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 // them with a new registry; the host is closed when t ends.
 func startHost(t testing.TB, cfg HostConfig, dir string) (*Host, *transport.Registry) {
 	t.Helper()
+	return startHostLog(t, cfg, dir, testLog(t))
+}
+
+// startHostLog is startHost with the host logging to log.
+func startHostLog(t testing.TB, cfg HostConfig, dir string, log *slog.Logger) (*Host, *transport.Registry) {
+	t.Helper()
 	cfg.Dirs = []string{dir}
-	h, err := NewHost(cfg, testLog(t))
+	h, err := NewHost(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

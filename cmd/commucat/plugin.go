@@ -198,23 +198,23 @@ func (s pluginSettings) hostConfig(dir string) (plugins.HostConfig, error) {
 }
 
 // newPluginHost returns a plugin host for the state directory dir, its
-// plugins discovered and started, and the folders searched; the caller
+// plugins discovered and started, and its configuration; the caller
 // registers them (Host.Register) and closes the host.
-func newPluginHost(dir string, only []string, log *slog.Logger) (*plugins.Host, []plugins.Info, []string, error) {
+func newPluginHost(dir string, only []string, log *slog.Logger) (*plugins.Host, []plugins.Info, plugins.HostConfig, error) {
 	cfg, err := pluginHostConfig(dir)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, cfg, err
 	}
 	cfg.Only = only
 	h, err := plugins.NewHost(cfg, log)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, cfg, err
 	}
 	infos, err := h.Discover()
 	if err != nil {
 		log.Warn("plugin discovery", "error", err)
 	}
-	return h, infos, pluginDirs(cfg), nil
+	return h, infos, cfg, nil
 }
 
 func newPluginCmd() *cobra.Command {
@@ -245,13 +245,13 @@ for its name, version and capabilities, then stopped.`,
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			h, infos, dirs, err := newPluginHost(dir, nil, log)
+			h, infos, cfg, err := newPluginHost(dir, nil, log)
 			if err != nil {
 				return err
 			}
 			defer h.Close()
 			if len(infos) == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "no plugins found in %v\n", dirs)
+				fmt.Fprintf(cmd.OutOrStdout(), "no plugins found in %v\n", pluginDirs(cfg))
 				return nil
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -278,11 +278,9 @@ for its name, version and capabilities, then stopped.`,
 					return err
 				}
 			}
-			if s, err := loadPluginSettings(dir); err == nil {
-				for _, name := range slices.Sorted(maps.Keys(s.Env)) {
-					if !slices.ContainsFunc(infos, func(in plugins.Info) bool { return in.Name == name }) {
-						fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: env names %s, but no plugin of that name was found\n", filepath.Join(dir, pluginsFile), name)
-					}
+			for _, name := range slices.Sorted(maps.Keys(cfg.PluginEnv)) {
+				if !slices.ContainsFunc(infos, func(in plugins.Info) bool { return in.Name == name }) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: env names %s, but no plugin of that name was found\n", filepath.Join(dir, pluginsFile), name)
 				}
 			}
 			return h.Close()

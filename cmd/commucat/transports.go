@@ -224,7 +224,7 @@ func addPlugins(dir string, names []string, r *transport.Registry, log *slog.Log
 	if len(need) == 0 {
 		return nil, nil
 	}
-	h, infos, dirs, err := newPluginHost(dir, need, log)
+	h, infos, cfg, err := newPluginHost(dir, need, log)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: %w", err)
 	}
@@ -237,7 +237,7 @@ func addPlugins(dir string, names []string, r *transport.Registry, log *slog.Log
 		log.Debug("plugins shadowed by built-in transports", "err", err)
 	}
 	for _, n := range need {
-		if err := unusablePlugin(n, infos, dirs); err != nil && !slices.Contains(r.Names(), n) {
+		if err := unusablePlugin(n, infos, pluginDirs(cfg)); err != nil && !slices.Contains(r.Names(), n) {
 			r.Register(n, func(transport.Params) (transport.Transport, error) { return nil, err })
 			r.RegisterServer(n, func(transport.Params, string) (transport.Transport, transport.Params, error) { return nil, nil, err })
 		}

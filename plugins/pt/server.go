@@ -162,7 +162,6 @@ func (s *Server) Listen(ctx context.Context, addr string) (transport.Listener, e
 		log:    s.cfg.logger(),
 		or:     or.(*net.TCPListener),
 		sem:    make(chan struct{}, 1),
-		done:   make(chan struct{}),
 	}
 	bindVar := "TOR_PT_SERVER_BINDADDR=" + s.cfg.Method + "-"
 	env := []string{
@@ -263,13 +262,12 @@ type listener struct {
 	addr   *net.TCPAddr   // the same, for Addr
 	env    []string       // the PT's protocol variables, for every relaunch
 	sem    chan struct{}  // plain: holds a token while an Accept waits in or.Accept
-	done   chan struct{}  // closed by Close
 
 	cookie []byte                       // Extended ORPort cookie; nil for plain ORPort
 	ext    *transport.HandshakeListener // over or with Extended ORPort; else nil
 
-	// life ends at Close: it ends the supervisor's waits and cancels a
-	// relaunch in progress.
+	// life ends at Close: Accept then fails with transport.ErrClosed, and
+	// the supervisor's waits and a relaunch in progress end.
 	life       context.Context
 	endLife    context.CancelFunc
 	supervisor sync.WaitGroup
@@ -356,7 +354,7 @@ func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 		return l.acceptExt(ctx)
 	}
 	select {
-	case <-l.done:
+	case <-l.life.Done():
 		return nil, l.closedErr()
 	case <-ctx.Done():
 		return nil, ctxErr("accept", ctx)
@@ -365,7 +363,7 @@ func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 	defer func() { <-l.sem }()
 	for {
 		switch {
-		case isDone(l.done):
+		case l.life.Err() != nil:
 			return nil, l.closedErr()
 		case ctx.Err() != nil:
 			return nil, ctxErr("accept", ctx)
@@ -375,7 +373,7 @@ func (l *listener) Accept(ctx context.Context) (net.Conn, error) {
 			return &conn{Conn: c}, nil
 		}
 		switch {
-		case isDone(l.done):
+		case l.life.Err() != nil:
 			return nil, l.closedErr()
 		case errors.Is(err, net.ErrClosed):
 			return nil, l.closedErr()
@@ -415,7 +413,7 @@ func (l *listener) acceptExt(ctx context.Context) (net.Conn, error) {
 	switch {
 	case err == nil:
 		return c, nil
-	case isDone(l.done):
+	case l.life.Err() != nil:
 		return nil, l.closedErr()
 	case ctx.Err() != nil:
 		return nil, ctxErr("accept", ctx)
@@ -451,7 +449,6 @@ func (l *listener) extHandshake(ctx context.Context, raw net.Conn) (net.Conn, er
 // goroutines. Close is idempotent and returns nil.
 func (l *listener) Close() error {
 	l.closeOnce.Do(func() {
-		close(l.done)
 		l.endLife()
 		if l.ext != nil {
 			l.ext.Close() //nolint:errcheck // the listener is gone either way
@@ -468,13 +465,4 @@ func (l *listener) Addr() net.Addr { return l.addr }
 
 func (l *listener) closedErr() error {
 	return fmt.Errorf("pt: %s accept on %s: %w", l.method, l.addr, transport.ErrClosed)
-}
-
-func isDone(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
